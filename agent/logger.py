@@ -1,0 +1,101 @@
+"""One logging stack: a progress bar, `metrics.jsonl`, TensorBoard scalars and evaluation videos.
+
+Scalars are slash-namespaced (`train/...`, `eval/return`, `eval/normalized_score`). Videos go to
+TensorBoard as an image grid (tensorboardX's `add_video` silently needs moviepy) and to
+`LOGDIR/videos/<step>.gif` for a quick look without TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
+
+# Metrics worth seeing on the progress bar, in order of preference.
+BAR_KEYS = ("eval/normalized_score", "eval/return", "train/loss", "train/actor_loss")
+
+
+def _scalar(value) -> float:
+    return float(np.asarray(value))
+
+
+def image_grid(frames: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Tile frames [T, H, W, C] into one image [rows*H, columns*W, C] (missing tiles black)."""
+    count, height, width, channels = frames.shape
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    grid = np.zeros((rows * height, columns * width, channels), frames.dtype)
+    for i, frame in enumerate(frames):
+        r, c = divmod(i, columns)
+        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = frame
+    return grid
+
+
+class Logger:
+    """Writes every metric to the JSONL file and TensorBoard; shows a few on the progress bar."""
+
+    def __init__(self, logdir: Path, total_steps: int, initial_step: int = 0, quiet: bool = False):
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = (self.logdir / "metrics.jsonl").open("a")
+        self._writer = SummaryWriter(str(self.logdir / "tb"), purge_step=initial_step or None)
+        self._bar = tqdm(
+            total=total_steps,
+            initial=initial_step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=quiet,
+            file=sys.stdout,
+        )
+        self._shown: dict[str, float] = {}
+
+    def scalars(self, step: int, metrics: Mapping) -> None:
+        """Record a dict of scalars at `step`."""
+        values = {k: _scalar(v) for k, v in metrics.items()}
+        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self._jsonl.flush()
+        for key, value in values.items():
+            self._writer.add_scalar(key, value, step)
+        for key in BAR_KEYS:
+            if key in values:
+                self._shown[key.split("/", 1)[1]] = round(values[key], 3)
+        self._bar.set_postfix(self._shown, refresh=False)
+
+    def video(self, step: int, frames: np.ndarray, name: str = "eval/video") -> None:
+        """Record an episode's frames [T, H, W, 3] uint8 as a grid image and a GIF file."""
+        if len(frames) == 0:
+            return
+        stride = max(1, len(frames) // 32)  # at most 32 tiles in the grid
+        grid = image_grid(frames[::stride])
+        self._writer.add_image(name, grid, step, dataformats="HWC")
+        self._write_gif(step, frames)
+
+    def _write_gif(self, step: int, frames: np.ndarray) -> None:
+        from PIL import Image
+
+        folder = self.logdir / "videos"
+        folder.mkdir(exist_ok=True)
+        images = [Image.fromarray(f) for f in frames[:: max(1, len(frames) // 200)]]
+        tmp = folder / f".{step:09d}.gif.tmp"
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=40)
+        tmp.replace(folder / f"{step:09d}.gif")
+
+    def advance(self, step: int) -> None:
+        """Move the progress bar to `step`."""
+        self._bar.update(step - self._bar.n)
+
+    def message(self, text: str) -> None:
+        """Print a line without breaking the progress bar."""
+        self._bar.write(text)
+
+    def close(self) -> None:
+        self._bar.close()
+        self._writer.close()
+        self._jsonl.close()

@@ -1,0 +1,18 @@
+"""The method registry: config key `method` -> agent class."""
+
+from __future__ import annotations
+
+from agent.base import Agent
+from agent.bc import BCAgent
+from agent.config import ConfigError
+from envs.offline_data import OfflineData
+
+METHODS = {"bc": BCAgent}
+OFFLINE_METHODS = frozenset({"bc"})
+
+
+def make_agent(cfg, obs_dim: int, act_dim: int, data: OfflineData | None) -> Agent:
+    """Build the agent named by `cfg.method` (data supplies normalisation statistics)."""
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method '{cfg.method}' is not one of: {', '.join(sorted(METHODS))}")
+    return METHODS[cfg.method](cfg, obs_dim, act_dim, data)
