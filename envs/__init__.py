@@ -1,0 +1,11 @@
+"""Environments: the task table, simulators in D4RL's observation layouts, scores, terminations."""
+
+import os
+
+# Rendering without a display needs an OpenGL platform chosen before mujoco is first imported.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from envs.registry import TASK_NAMES, UnknownTaskError, get_task, make_env  # noqa: E402
+from envs.task import TaskSpec  # noqa: E402
+
+__all__ = ["TASK_NAMES", "TaskSpec", "UnknownTaskError", "get_task", "make_env"]
