@@ -107,7 +107,7 @@ def _cmd_eval(args) -> int:
 
 def _cmd_collect(args) -> int:
     from agent.config import load_config
-    from envs.datasets import dataset_path, ensure_dataset
+    from envs.datasets import ensure_dataset
 
     cfg = load_config(args.config or ["default"], args.overrides)
     tasks = args.task or [cfg.task]
@@ -117,7 +117,6 @@ def _cmd_collect(args) -> int:
             dataset_cfg = {**cfg.dataset.to_dict(), "quality": quality, "path": None}
             path = ensure_dataset(task, dataset_cfg)
             print(f"{task} {quality}: {path}")
-    del dataset_path
     return 0
 
 
