@@ -88,5 +88,3 @@ class BCAgent:
 
     def act(self, state: BCState, obs: np.ndarray) -> np.ndarray:
         return np.asarray(self._act(state.params, obs, state.obs_mean, state.obs_std))
-
-

@@ -1,4 +1,4 @@
-"""Command line: `python run.py [train|eval|collect] ...` (no subcommand = `train --config default`).
+"""Command line: `python run.py [train|eval|collect] ...`; no subcommand means `train`.
 
 User mistakes (a missing config, an unknown key, a wrong type, a bad dataset file) print one line,
 `error: ...`, and exit with status 2; nothing already saved is touched.

@@ -35,7 +35,9 @@ class Config(dict):
             raise AttributeError(name) from None
 
     def to_dict(self) -> dict:
-        return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
+        return {
+            k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()
+        }
 
 
 def _yaml() -> YAML:

@@ -26,14 +26,9 @@ def evaluate(
     reproducible and never touches the training RNG. Returns (metrics, frames of episode 0).
     """
     spec = envs.get_task(task_name)
-    environments = [
-        envs.make_env(task_name, render=record and i == 0) for i in range(episodes)
-    ]
+    environments = [envs.make_env(task_name, render=record and i == 0) for i in range(episodes)]
     obs = np.stack(
-        [
-            env.reset(seed=EVAL_SEED_OFFSET + 100 * seed + i)[0]
-            for i, env in enumerate(environments)
-        ]
+        [env.reset(seed=EVAL_SEED_OFFSET + 100 * seed + i)[0] for i, env in enumerate(environments)]
     ).astype(np.float32)
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, np.int64)

@@ -136,7 +136,10 @@ def _loop(cfg, agent, state, replay, step, logger, logdir):
         if step % t.log_every == 0:
             jax.block_until_ready(metrics)
             now = time.perf_counter()
-            metrics = {**metrics, "train/updates_per_second": (step - last_step) / (now - last_time)}
+            metrics = {
+                **metrics,
+                "train/updates_per_second": (step - last_step) / (now - last_time),
+            }
             logger.scalars(step, metrics)
             last_time, last_step = now, step
         if t.eval_every and step % t.eval_every == 0 and step < t.steps:
@@ -180,7 +183,7 @@ def _final_evaluation(cfg, agent, state, logger, logdir: Path) -> dict:
 
 
 def evaluate_logdir(logdir: Path, episodes: int | None = None) -> dict:
-    """Evaluate the newest checkpoint of the run in `logdir` (its saved config rebuilds the agent)."""
+    """Evaluate the newest checkpoint of the run in `logdir`, rebuilt from its saved config."""
     logdir = Path(logdir)
     config_path = logdir / "config.yaml"
     if not config_path.exists():
@@ -196,4 +199,3 @@ def evaluate_logdir(logdir: Path, episodes: int | None = None) -> dict:
     count = episodes or cfg.eval.final_episodes
     metrics, _ = evaluate(lambda obs: agent.act(state, obs), cfg.task, count, cfg.seed)
     return {"step": step, "episodes": count, **metrics}
-

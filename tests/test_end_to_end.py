@@ -1,0 +1,147 @@
+"""`run.py` end to end on the debug preset: files written, errors, SIGKILL and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent import checkpoint
+from agent.config import load_config
+from agent.train import CHECKPOINT_DIR, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+def _run(args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
+
+
+def test_debug_run_writes_config_metrics_events_and_checkpoint(tmp_path, data_dir):
+    logdir = tmp_path / "run"
+    proc = _run(
+        [
+            "train",
+            "--config",
+            "default",
+            "--config",
+            "debug",
+            "--logdir",
+            str(logdir),
+            "--set",
+            f"dataset.dir={data_dir}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (logdir / "config.yaml").is_file()
+    lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
+    scores = [x["eval/normalized_score"] for x in lines if "eval/normalized_score" in x]
+    assert scores and all(np.isfinite(scores))
+    assert any(x.get("train/loss") is not None for x in lines)
+    assert list((logdir / "tb").glob("events.out.tfevents.*"))
+    assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)[-1] == 400
+    assert list((logdir / "videos").glob("*.gif"))
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["step"] == 400 and "eval/normalized_score" in result
+
+    evaluated = _run(["eval", "--logdir", str(logdir), "--episodes", "1"])
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "normalized score" in evaluated.stdout
+
+
+def test_sigkill_after_first_checkpoint_then_resume(tmp_path, data_dir):
+    logdir = tmp_path / "killed"
+    args = [
+        "train",
+        "--config",
+        "default",
+        "--config",
+        "debug",
+        "--logdir",
+        str(logdir),
+        "--set",
+        f"dataset.dir={data_dir}",
+        "--set",
+        "train.steps=3000",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)
+    assert killed_at, "no checkpoint was written before the deadline"
+    assert killed_at[-1] < 3000, "the run finished before it could be killed"
+
+    resumed = _run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    line = next(x for x in resumed.stdout.splitlines() if x.startswith("resumed from step"))
+    assert int(line.split()[-1]) >= killed_at[-1] > 0
+    assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)[-1] == 3000
+
+
+def test_resumed_run_ends_with_the_same_parameters(tmp_path, data_dir):
+    cfg = load_config(["default", "debug"], [f"dataset.dir={data_dir}", "eval.video_every=0"])
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(cfg, straight, quiet=True)
+    train(cfg, interrupted, quiet=True)
+    # What a kill between the checkpoints of steps 200 and 300 leaves behind.
+    for step in (300, 400):
+        checkpoint_dir = interrupted / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{step:09d}"
+        for f in checkpoint_dir.iterdir():
+            f.unlink()
+        checkpoint_dir.rmdir()
+    (interrupted / "result.json").unlink()
+    train(cfg, interrupted, quiet=True)
+
+    def final(logdir):
+        with np.load(logdir / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{400:09d}" / "state.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    a, b = final(straight), final(interrupted)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    steps = [
+        json.loads(x)["step"] for x in (interrupted / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == sorted(steps), "metrics logged after the resumed checkpoint were not trimmed"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--config", "no_such_config"], "config 'no_such_config' not found"),
+        (["--set", "no.such.key=1"], "unknown key 'no'"),
+        (["--set", "train.steps=many"], "key 'train.steps' expects int, got 'many'"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(args, fragment, tmp_path):
+    proc = _run(["train", *args, "--logdir", str(tmp_path / "x")])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
