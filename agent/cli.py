@@ -130,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from agent.config import ConfigError
+    from envs import UnknownTaskError
     from envs.errors import DatasetError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, DatasetError, UnknownTaskError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
         return 130

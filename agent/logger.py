@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -45,16 +46,20 @@ class Logger:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._jsonl = (self.logdir / "metrics.jsonl").open("a")
         self._writer = SummaryWriter(str(self.logdir / "tb"), purge_step=initial_step or None)
+        # A live bar on a terminal; plain progress lines (with ETA) when output goes to a file.
+        self._plain = not quiet and not sys.stdout.isatty()
         self._bar = tqdm(
             total=total_steps,
             initial=initial_step,
             desc="train",
             unit="step",
             dynamic_ncols=True,
-            disable=quiet,
+            disable=quiet or self._plain,
             file=sys.stdout,
         )
         self._shown: dict[str, float] = {}
+        self._total, self._start_step, self._start_time = total_steps, initial_step, time.time()
+        self._last_plain = initial_step
 
     def scalars(self, step: int, metrics: Mapping) -> None:
         """Record a dict of scalars at `step`."""
@@ -88,12 +93,26 @@ class Logger:
         tmp.replace(folder / f"{step:09d}.gif")
 
     def advance(self, step: int) -> None:
-        """Move the progress bar to `step`."""
+        """Move the progress bar to `step` (plain mode: a line every 10 % of the run)."""
         self._bar.update(step - self._bar.n)
+        if self._plain and (step - self._last_plain >= self._total / 10 or step == self._total):
+            self._last_plain = step
+            print(self._progress_line(step), flush=True)
+
+    def _progress_line(self, step: int) -> str:
+        elapsed = time.time() - self._start_time
+        done = step - self._start_step
+        eta = elapsed / done * (self._total - step) if done else float("nan")
+        shown = " ".join(f"{k}={v}" for k, v in self._shown.items())
+        percent = 100 * step / self._total
+        return f"step {step}/{self._total} ({percent:.0f}%) {shown} eta {eta:.0f}s"
 
     def message(self, text: str) -> None:
         """Print a line without breaking the progress bar."""
-        self._bar.write(text)
+        if self._plain:
+            print(text, flush=True)
+        else:
+            self._bar.write(text, file=sys.stdout)
 
     def close(self) -> None:
         self._bar.close()

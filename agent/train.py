@@ -95,9 +95,9 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     Returns the final evaluation metrics (also written to LOGDIR/result.json).
     """
     check_schedule(cfg)
+    spec = envs.get_task(cfg.task)
     logdir = Path(logdir)
     prepare_logdir(cfg, logdir)
-    spec = envs.get_task(cfg.task)
     data = load_dataset(cfg.task, cfg.dataset)
     replay = from_offline(data)
     agent = make_agent(cfg, spec.obs_dim, spec.act_dim, data)

@@ -17,8 +17,10 @@ these optional members, which envs/collect.py looks up with getattr:
 * `segment_done(next_obs) -> bool`: True when the step just taken ended the segment (goal reached).
 * `goal -> np.ndarray`: the current goal; when present the collector stores it as `infos/goal`.
 
-Built in: "random" (uniform actions, every task) and "planner" (maze2d only: D4RL's waypoint
-controller with action noise, goal resampled on arrival).
+Built in: "random" (uniform actions, every task), "planner" (maze2d only: D4RL's waypoint
+controller with action noise, goal resampled on arrival) and "expert" for maze2d (the same
+controller driving to the evaluation goal in ordinary reset episodes: the optimal policy of the
+evaluation task plus D4RL's action noise; D4RL itself has no such maze2d dataset).
 
 Adding the policy-driven qualities later (medium, medium-replay, expert, medium-expert): write a
 factory that loads the trained actor for `task_spec.name` (checkpoint path from the caller's
@@ -146,15 +148,47 @@ class PlannerBehaviour:
         return self._planner.act(obs, rng)
 
 
-def _planner_factory(task: TaskSpec, env: gym.Env, seed: int) -> Policy:
+class ExpertPlannerBehaviour:
+    """Maze2d "expert": the waypoint controller heading for the evaluation goal, with noise.
+
+    Episodic like evaluation (reset to a random cell, run max_episode_steps steps), so the data
+    shows the evaluation task solved from everywhere in the maze.
+    """
+
+    def __init__(self, maze: Any, noise_std: float = PLANNER_NOISE_STD) -> None:
+        from envs.maze2d_planner import WaypointPlanner
+
+        self.goal = np.asarray(maze.goal, np.float32)
+        self._planner = WaypointPlanner(maze.layout.walls, noise_std=noise_std)
+        self._planner.set_goal(self.goal)
+
+    def start_segment(self, obs: np.ndarray, rng: np.random.Generator) -> None:
+        """A reset moved the particle: plan a new path from where it is now."""
+        self._planner.reset()
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The planner's noisy action towards the evaluation goal."""
+        return self._planner.act(obs, rng)
+
+
+def _maze(task: TaskSpec, env: gym.Env, quality: str) -> Any:
     maze = env.unwrapped
     if not all(hasattr(maze, name) for name in ("layout", "sample_goal", "goal")):
         raise DatasetError(
             f"task {task.name}: its environment {type(maze).__name__} has no maze layout / "
-            "goal sampler, so the 'planner' behaviour cannot drive it"
+            f"goal sampler, so the '{quality}' behaviour cannot drive it"
         )
-    return PlannerBehaviour(maze)
+    return maze
+
+
+def _planner_factory(task: TaskSpec, env: gym.Env, seed: int) -> Policy:
+    return PlannerBehaviour(_maze(task, env, "planner"))
+
+
+def _expert_planner_factory(task: TaskSpec, env: gym.Env, seed: int) -> Policy:
+    return ExpertPlannerBehaviour(_maze(task, env, "expert"))
 
 
 register_behaviour("random", _random_factory)
 register_behaviour("planner", _planner_factory, families=("maze2d",))
+register_behaviour("expert", _expert_planner_factory, families=("maze2d",))

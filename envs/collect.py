@@ -107,7 +107,8 @@ def collect_task(
             total=size,
             desc=f"collect {task.name}-{quality}",
             unit="step",
-            disable=not progress or size < _PROGRESS_MIN_SIZE,
+            # None: tqdm shows the bar on a terminal only, so log files stay readable.
+            disable=None if progress and size >= _PROGRESS_MIN_SIZE else True,
             mininterval=1.0,
         )
         with bar:

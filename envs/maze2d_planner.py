@@ -83,6 +83,10 @@ class WaypointPlanner:
             self._goal_cell = cell
             self._waypoints = []
 
+    def reset(self) -> None:
+        """Forget the planned path (after the particle was moved, e.g. by an env reset)."""
+        self._waypoints = []
+
     def reached(self, obs: np.ndarray) -> bool:
         """True once the particle is within `solve_thresh` of the goal cell."""
         if self._goal_cell is None:

@@ -94,13 +94,28 @@ def test_maze2d_planner_is_one_continuing_run_cut_at_goals():
     assert raw["metadata"]["continuing"] is True
 
 
+def test_maze2d_expert_episodes_reach_the_evaluation_goal():
+    raw = collect_task(UMAZE, "expert", 1500, seed=0, progress=False)
+    assert "continuing" not in raw["metadata"] or raw["metadata"]["continuing"] is False
+    ends = np.flatnonzero(raw["timeouts"])
+    assert np.diff(np.r_[-1, ends]).tolist() == [300] * 5  # ordinary 300-step episodes
+    rewards = raw["rewards"].reshape(5, 300)
+    # The planner reaches the goal in every episode and stays there: most late steps pay 1.
+    assert (rewards.sum(axis=1) > 0).all()
+    assert rewards[:, -50:].mean() > 0.8
+    random_raw = collect_task(UMAZE, "random", 1500, seed=0, progress=False)
+    assert raw["rewards"].sum() > 3 * random_raw["rewards"].sum()
+
+
 def test_unknown_or_unavailable_quality_lists_the_available_ones():
     assert available_qualities(HOPPER) == ["random"]
-    assert available_qualities(UMAZE) == ["planner", "random"]
+    assert available_qualities(UMAZE) == ["expert", "planner", "random"]
     with pytest.raises(
-        DatasetError, match=r"hopper: unknown quality 'expert' \(available: random\)"
+        DatasetError, match=r"hopper: quality not available 'expert' \(available: random\)"
     ):
         collect_task(HOPPER, "expert", 10, seed=0, progress=False)
+    with pytest.raises(DatasetError, match=r"hopper: unknown quality 'medium'"):
+        collect_task(HOPPER, "medium", 10, seed=0, progress=False)
     env = HOPPER.make()
     with pytest.raises(DatasetError, match=r"quality not available 'planner'"):
         make_behaviour("planner", HOPPER, env, 0)
