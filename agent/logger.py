@@ -38,6 +38,31 @@ def image_grid(frames: np.ndarray, columns: int = 8) -> np.ndarray:
     return grid
 
 
+class MetricStream:
+    """A secondary series with its own x axis (e.g. world-model epochs): `LOGDIR/<name>.jsonl`
+    and TensorBoard scalars under `<name>/...` in `LOGDIR/tb/<name>`."""
+
+    def __init__(self, logdir: Path, name: str):
+        self.name = name
+        self._path = Path(logdir) / f"{name}.jsonl"
+        self._writer = SummaryWriter(str(Path(logdir) / "tb" / name))
+
+    def __call__(self, step: int, metrics: Mapping) -> None:
+        """Record `metrics` at `step`; lists and tuples (e.g. elite indices) go to JSON only."""
+        record = {
+            k: (list(v) if isinstance(v, list | tuple) else _scalar(v)) for k, v in metrics.items()
+        }
+        with self._path.open("a") as handle:
+            handle.write(json.dumps({"step": step, **record}) + "\n")
+        for key, value in record.items():
+            if not isinstance(value, list):
+                self._writer.add_scalar(f"{self.name}/{key}", value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 class Logger:
     """Writes every metric to the JSONL file and TensorBoard; shows a few on the progress bar."""
 

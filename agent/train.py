@@ -24,7 +24,7 @@ from agent.config import (
     load_yaml_file,
 )
 from agent.evaluation import evaluate
-from agent.logger import Logger
+from agent.logger import Logger, MetricStream
 from agent.methods import make_agent
 from agent.replay import from_offline
 from envs.datasets import load_dataset
@@ -101,6 +101,10 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     data = load_dataset(cfg.task, cfg.dataset)
     replay = from_offline(data)
     agent = make_agent(cfg, spec.obs_dim, spec.act_dim, data)
+    if hasattr(agent, "prepare"):  # agents with a world model train or load it here
+        stream = MetricStream(logdir, "world_model")
+        agent.prepare(logdir, stream)
+        stream.close()
     step, state = restore(agent, cfg, logdir)
     total = cfg.train.steps
     if step:

@@ -31,11 +31,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.leq import action_gradients, imagination, losses, networks, returns  # noqa: E402
+from agent.leq import update as update_lib  # noqa: E402
 
 GAMMA, LAM, TAU, BETA, EMA_RATE = 0.997, 0.95, 0.1, 0.25, 0.005
 OBS_DIM, ACT_DIM = 11, 3
@@ -47,11 +46,7 @@ QUICK = dict(batch=16, horizon=3, hidden=(32, 32), wm_hidden=(32, 32), members=3
 
 
 class State(NamedTuple):
-    actor: dict
-    critic: dict
-    ema: dict
-    actor_opt: optax.OptState
-    critic_opt: optax.OptState
+    ac: update_lib.ActorCritic
     key: jax.Array
 
 
@@ -112,90 +107,27 @@ def _stand_in_model_step(cfg: dict, key: jax.Array):
     return step, scaler, "stand-in (agent.world_model not importable)"
 
 
-def make_update(cfg, variant, model_step, termination_fn, scaler, unroll=1):
-    """One LEQ update (§3.4 code form): actor step, then critic step with the pre-update actor."""
-    actor_net = networks.make_actor(ACT_DIM, cfg["hidden"])
-    critic_net = networks.make_critic(cfg["hidden"])
-    actor_tx = optax.adam(optax.cosine_decay_schedule(3e-5, 1_000_000))
-    critic_tx = optax.adam(1e-4)
-    mean, std = scaler
-    horizon = cfg["horizon"]
-
-    def policy(params, obs):
-        return networks.deterministic_action(actor_net.apply(params, obs, mean, std)[0])
-
-    def q_fn(params, obs, act):
-        return critic_net.apply(params, obs, act, mean, std)
-
-    def actor_step(state, start_obs, key):
-        critic_fn = functools.partial(q_fn, state.critic)
-        args = (critic_fn, model_step, termination_fn, start_obs, key, horizon, GAMMA, LAM)
-        if variant == "production":  # g_t and grad_theta L_pi from one backward sweep
-            pg = action_gradients.production_policy_grad(
-                policy, state.actor, *args, TAU, unroll=unroll
-            )
-            loss, grads = pg.loss, pg.param_grads
-        else:  # per-step Jacobians, then the surrogate's gradient by ordinary AD
-            actor_fn = functools.partial(policy, state.actor)
-            ag = action_gradients.reference(actor_fn, *args, unroll=unroll)
-            omega = losses.policy_step_weights(ag.returns, ag.q_values, TAU)
-            states = jax.lax.stop_gradient(ag.rollout["obs"])
-            loss_fn = lambda p: losses.policy_surrogate(policy(p, states), ag.grads, omega)
-            loss, grads = jax.value_and_grad(loss_fn)(state.actor)
-        updates, opt = actor_tx.update(grads, state.actor_opt, state.actor)
-        return optax.apply_updates(state.actor, updates), opt, loss
-
-    def critic_step(state, start_obs, data, key):
-        actor_fn = functools.partial(policy, state.actor)  # pre-update actor
-        ro = imagination.imagine(
-            actor_fn, model_step, termination_fn, start_obs, key, horizon, unroll=unroll
-        )
-        ro = jax.lax.stop_gradient(ro)
-        batch = start_obs.shape[0]
-        weights = losses.imagined_loss_weights(ro["alive"], GAMMA)
-        # One critic call per parameter set: rows the loss differentiates (imagined (s_t, a_t),
-        # t < H, then the dataset pairs) and rows only evaluated (s_H, and the dataset's s').
-        flat = lambda x: x.reshape(-1, x.shape[-1])
-        obs_fit = jnp.concatenate([flat(ro["obs"][:-1]), data["obs"]])
-        act_fit = jnp.concatenate([flat(ro["actions"][:-1]), data["actions"]])
-        obs_eval = jnp.concatenate([ro["obs"][-1], data["next_obs"]])
-        act_eval = jnp.concatenate([ro["actions"][-1], actor_fn(data["next_obs"])])
-        q_last, next_q = jnp.split(q_fn(state.critic, obs_eval, act_eval), 2)
-        y_env = losses.env_targets(data["rewards"], data["not_done"], next_q, GAMMA)
-        split = lambda q: (q[: horizon * batch].reshape(horizon, batch), q[horizon * batch :])
-        ema_model, ema_env = split(q_fn(state.ema, obs_fit, act_fit))
-
-        def loss_fn(params):
-            q_model, q_env = split(q_fn(params, obs_fit, act_fit))
-            q_all = jnp.concatenate([jax.lax.stop_gradient(q_model), q_last[None]])
-            targets = returns.lambda_returns(ro["rewards"], q_all, ro["alive"], GAMMA, LAM)
-            l_model = losses.model_critic_loss(targets, q_model, weights, TAU)
-            l_env = losses.env_critic_loss(y_env, q_env)
-            r_model = losses.ema_regulariser(ema_model, q_model, weights)
-            r_env = losses.ema_regulariser(ema_env, q_env)
-            return losses.critic_loss(l_env, l_model, r_env, r_model, BETA)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.critic)
-        updates, opt = critic_tx.update(grads, state.critic_opt, state.critic)
-        critic = optax.apply_updates(state.critic, updates)
-        ema = optax.incremental_update(critic, state.ema, EMA_RATE)
-        return critic, ema, opt, loss
+def make_update(cfg, variant, model_step, termination_fn, scaler):
+    """The agent's own LEQ update (agent/leq/update.py) with the given action-gradient variant."""
+    hyper = update_lib.LEQHyper(gamma=GAMMA, lam=LAM, horizon=cfg["horizon"], tau=TAU, beta=BETA,
+                                ema_rate=EMA_RATE)  # fmt: skip
+    nets = update_lib.make_nets(ACT_DIM, cfg["hidden"], 3e-5, 1e-4, 1_000_000)
 
     def update(state: State, batch: dict) -> tuple[State, dict]:
-        key, k_actor, k_critic = jax.random.split(state.key, 3)
-        actor, actor_opt, actor_loss = actor_step(state, batch["model_obs"], k_actor)
-        critic, ema, critic_opt, critic_loss = critic_step(
-            state, batch["model_obs"], batch["data"], k_critic
-        )
-        new = State(actor, critic, ema, actor_opt, critic_opt, key)
-        return new, {"actor_loss": actor_loss, "critic_loss": critic_loss}
+        key, k_update = jax.random.split(state.key)
+        ac, metrics = update_lib.leq_update(
+            nets, hyper, model_step, termination_fn, state.ac, scaler, batch["model_obs"],
+            batch["data"], k_update, variant,
+        )  # fmt: skip
+        return State(ac, key), {k: metrics[k] for k in ("train/actor_loss", "train/critic_loss")}
 
     def init(key: jax.Array, obs: jax.Array) -> State:
         k_a, k_c, key = jax.random.split(key, 3)
-        actor = actor_net.init(k_a, obs, mean, std)
-        critic = critic_net.init(k_c, obs, jnp.zeros((obs.shape[0], ACT_DIM)), mean, std)
+        actor = nets.actor.init(k_a, obs, *scaler)
+        critic = nets.critic.init(k_c, obs, jnp.zeros((obs.shape[0], ACT_DIM)), *scaler)
         ema = jax.tree_util.tree_map(jnp.copy, critic)
-        return State(actor, critic, ema, actor_tx.init(actor), critic_tx.init(critic), key)
+        opts = (nets.actor_tx.init(actor), nets.critic_tx.init(critic))
+        return State(update_lib.ActorCritic(actor, critic, ema, *opts), key)
 
     return update, init
 
@@ -206,19 +138,20 @@ def make_pool(key: jax.Array, size: int) -> dict:
     offset = jnp.zeros(OBS_DIM).at[0].set(1.25)
     obs = offset + 0.05 * jax.random.normal(k1, (size, OBS_DIM))
     return {
-        "obs": obs,
+        "observations": obs,
         "actions": jax.random.uniform(k2, (size, ACT_DIM), minval=-1, maxval=1),
         "rewards": jax.random.normal(k3, (size,)),
-        "next_obs": obs + 0.01 * jax.random.normal(k4, (size, OBS_DIM)),
-        "not_done": jnp.ones((size,)),
+        "next_observations": obs + 0.01 * jax.random.normal(k4, (size, OBS_DIM)),
+        "masks": jnp.ones((size,)),
     }
 
 
 def sample_batch(pool: dict, key: jax.Array, batch: int) -> dict:
     k_data, k_model = jax.random.split(key)
-    n = pool["obs"].shape[0]
+    n = pool["observations"].shape[0]
     data = jax.tree_util.tree_map(lambda x: x[jax.random.randint(k_data, (batch,), 0, n)], pool)
-    return {"data": data, "model_obs": pool["obs"][jax.random.randint(k_model, (batch,), 0, n)]}
+    starts = pool["observations"][jax.random.randint(k_model, (batch,), 0, n)]
+    return {"data": data, "model_obs": starts}
 
 
 def make_chunk(update, pool: dict, batch: int, length: int):
@@ -261,8 +194,8 @@ def measure(cfg: dict) -> dict:
     for name in variants:
         # H-step scans fully unrolled in both variants: XLA:CPU runs them a little faster (no
         # per-call residual-buffer initialisation) and its cost analysis needs it anyway.
-        update, init = make_update(cfg, name, model_step, termination_fn, scaler, unroll=True)
-        state = init(key_init, pool["obs"][: cfg["batch"]])
+        update, init = make_update(cfg, name, model_step, termination_fn, scaler)
+        state = init(key_init, pool["observations"][: cfg["batch"]])
         length = cfg["chunk_prod"] if name == "production" else cfg["chunk_ref"]
         t0 = time.perf_counter()
         chunk = make_chunk(update, pool, cfg["batch"], length).lower(state).compile()
