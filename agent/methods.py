@@ -5,10 +5,12 @@ from __future__ import annotations
 from agent.base import Agent
 from agent.bc import BCAgent
 from agent.config import ConfigError
+from agent.leq.agent import LEQAgent
+from agent.vem import VEMAgent
 from envs.offline_data import OfflineData
 
-METHODS = {"bc": BCAgent}
-OFFLINE_METHODS = frozenset({"bc"})
+METHODS = {"bc": BCAgent, "leq": LEQAgent, "vem": VEMAgent}
+OFFLINE_METHODS = frozenset({"bc", "leq", "vem"})
 
 
 def make_agent(cfg, obs_dim: int, act_dim: int, data: OfflineData | None) -> Agent:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 
-def mlp(hidden: Sequence[int], out: int, layer_norm: bool = False, name: str | None = None):
+def mlp(hidden: Sequence[int], out: int, layer_norm: bool = False):
     """Dense -> [LayerNorm] -> ReLU for each hidden size, then a linear output layer."""
 
     def forward(x: jax.Array) -> jax.Array:
@@ -20,7 +20,7 @@ def mlp(hidden: Sequence[int], out: int, layer_norm: bool = False, name: str | N
             x = jax.nn.relu(x)
         return hk.Linear(out, name="out")(x)
 
-    return forward if name is None else hk.experimental.name_scope(name)(forward)
+    return forward
 
 
 def deterministic_policy(hidden: Sequence[int], act_dim: int) -> hk.Transformed:

@@ -47,6 +47,8 @@ def test_debug_run_writes_config_metrics_events_and_checkpoint(tmp_path, data_di
             str(logdir),
             "--set",
             f"dataset.dir={data_dir}",
+            "--set",
+            "eval.video_every=200",  # debug records no video; this test checks that it works
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,7 +56,7 @@ def test_debug_run_writes_config_metrics_events_and_checkpoint(tmp_path, data_di
     lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
     scores = [x["eval/normalized_score"] for x in lines if "eval/normalized_score" in x]
     assert scores and all(np.isfinite(scores))
-    assert any(x.get("train/loss") is not None for x in lines)
+    assert any(k.startswith(("train/", "pretrain/")) for x in lines for k in x)
     assert list((logdir / "tb").glob("events.out.tfevents.*"))
     assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)[-1] == 400
     assert list((logdir / "videos").glob("*.gif"))

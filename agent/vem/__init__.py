@@ -1,0 +1,5 @@
+"""VEM: Offline RL with Value-based Episodic Memory (Ma et al., ICLR 2022; algorithms.md §4)."""
+
+from agent.vem.agent import VEMAgent, VEMState
+
+__all__ = ["VEMAgent", "VEMState"]
