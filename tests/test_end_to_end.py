@@ -14,6 +14,7 @@ import pytest
 from agent import checkpoint
 from agent.config import load_config
 from agent.train import CHECKPOINT_DIR, train
+from tests.resume import assert_same_final_state, copy_as_killed_after
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,28 +107,14 @@ def test_sigkill_after_first_checkpoint_then_resume(tmp_path, data_dir):
     assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)[-1] == 3000
 
 
-def test_resumed_run_ends_with_the_same_parameters(tmp_path, data_dir):
-    cfg = load_config(["default", "debug"], [f"dataset.dir={data_dir}", "eval.video_every=0"])
+def test_resumed_bc_run_ends_with_the_same_parameters(tmp_path, data_dir):
+    sets = [f"dataset.dir={data_dir}", "method=bc"]
+    cfg = load_config(["default", "debug"], sets)
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     train(cfg, straight, quiet=True)
+    copy_as_killed_after(straight, interrupted, 200)
     train(cfg, interrupted, quiet=True)
-    # What a kill between the checkpoints of steps 200 and 300 leaves behind.
-    for step in (300, 400):
-        checkpoint_dir = interrupted / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{step:09d}"
-        for f in checkpoint_dir.iterdir():
-            f.unlink()
-        checkpoint_dir.rmdir()
-    (interrupted / "result.json").unlink()
-    train(cfg, interrupted, quiet=True)
-
-    def final(logdir):
-        with np.load(logdir / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{400:09d}" / "state.npz") as z:
-            return {k: z[k] for k in z.files}
-
-    a, b = final(straight), final(interrupted)
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_final_state(straight, interrupted, 400)
     steps = [
         json.loads(x)["step"] for x in (interrupted / "metrics.jsonl").read_text().splitlines()
     ]

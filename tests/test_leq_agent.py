@@ -9,15 +9,15 @@ import jax
 import numpy as np
 import pytest
 
-from agent import checkpoint
 from agent.config import ConfigError, load_config
 from agent.methods import make_agent
 from agent.replay import from_offline
-from agent.train import CHECKPOINT_DIR, train
+from agent.train import train
 from envs import get_task
 from envs.collect import collect
 from envs.d4rl_hdf5 import write_d4rl_hdf5
 from envs.datasets import load_dataset
+from tests.resume import assert_same_final_state, copy_as_killed_after
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,23 +64,9 @@ def test_debug_run_logs_every_phase_and_resumes_exactly(tmp_path, data_dir):
     assert sizes[-1] == 2 * 2 * 256
 
     # A kill between the checkpoints of steps 200 and 300 (the LEQ phase starts at 200).
+    copy_as_killed_after(straight, interrupted, 200)
     train(cfg, interrupted, quiet=True)
-    for step in (300, 400):
-        folder = interrupted / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{step:09d}"
-        for f in folder.iterdir():
-            f.unlink()
-        folder.rmdir()
-    (interrupted / "result.json").unlink()
-    train(cfg, interrupted, quiet=True)
-
-    def final(logdir):
-        path = logdir / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{400:09d}" / "state.npz"
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-
-    a, b = final(straight), final(interrupted)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_final_state(straight, interrupted, 400)
 
 
 def test_world_model_is_reused_from_a_path(tmp_path, data_dir):

@@ -8,7 +8,6 @@ reused by every test that needs them.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from agent.train import CHECKPOINT_DIR
 from agent.vem import VEMAgent, losses
 from agent.vem.networks import log_std_from_logits
 from envs.offline_data import OfflineData
+from tests.resume import assert_same_final_state, copy_as_killed_after, final_state
 
 ROOT = Path(__file__).resolve().parent.parent
 OBS, ACT = 5, 3
@@ -237,11 +237,6 @@ def run_py(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def final_state(logdir: Path, step: int) -> dict:
-    with np.load(logdir / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{step:09d}" / "state.npz") as z:
-        return {k: z[k] for k in z.files}
-
-
 @pytest.fixture(scope="module")
 def hopper_run(tmp_path_factory):
     """One uninterrupted `run.py train --config vem_hopper --config debug` (checkpoints kept)."""
@@ -285,17 +280,12 @@ def test_resume_mid_value_phase_ends_with_the_same_state(hopper_run, tmp_path):
     # What a kill between the checkpoints of steps 100 and 200 leaves behind: the resumed run
     # redoes a refresh at step 100, the phase switch at 200 and the whole policy phase.
     interrupted = tmp_path / "interrupted"
-    shutil.copytree(straight, interrupted)
-    for step in (200, 300, 400):
-        shutil.rmtree(interrupted / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{step:09d}")
-    (interrupted / "result.json").unlink()
+    copy_as_killed_after(straight, interrupted, 100)
     proc = run_py(*args, "--logdir", str(interrupted))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from step 100" in proc.stdout
-    a, b = final_state(straight, 400), final_state(interrupted, 400)
-    assert a.keys() == b.keys() and any("memory" in k for k in a)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert any("memory" in k for k in final_state(straight, 400))
+    assert_same_final_state(straight, interrupted, 400)
 
 
 def test_antmaze_d4rl_file(tmp_path):

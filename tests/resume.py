@@ -1,0 +1,32 @@
+"""Helpers for the resume-equality tests: what a kill leaves behind, and the final state."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from agent import checkpoint
+from agent.train import CHECKPOINT_DIR, RESULT_FILE
+
+
+def copy_as_killed_after(run: Path, copy: Path, step: int) -> None:
+    """Copy a finished run as a kill after checkpoint `step` would have left it."""
+    shutil.copytree(run, copy)
+    for later in checkpoint.checkpoint_steps(copy / CHECKPOINT_DIR):
+        if later > step:
+            shutil.rmtree(copy / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{later:09d}")
+    (copy / RESULT_FILE).unlink()
+
+
+def final_state(logdir: Path, step: int) -> dict:
+    """Every array of checkpoint `step`, by leaf name."""
+    with np.load(logdir / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{step:09d}" / "state.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def assert_same_final_state(a: Path, b: Path, step: int) -> None:
+    """Bit-identical checkpoints `step` in two runs."""
+    sa, sb = final_state(a, step), final_state(b, step)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
