@@ -10,7 +10,6 @@ from agent.vem import VEMAgent
 from envs.offline_data import OfflineData
 
 METHODS = {"bc": BCAgent, "leq": LEQAgent, "vem": VEMAgent}
-OFFLINE_METHODS = frozenset({"bc", "leq", "vem"})
 
 
 def make_agent(cfg, obs_dim: int, act_dim: int, data: OfflineData | None) -> Agent:

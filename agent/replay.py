@@ -54,16 +54,7 @@ def empty(spec: dict[str, tuple[tuple[int, ...], np.dtype]], capacity: int) -> R
 
 def from_offline(data: OfflineData) -> Replay:
     """A full replay holding the dataset in order (sampling never overwrites it)."""
-    fields = {
-        "observations": data.observations,
-        "actions": data.actions,
-        "rewards": data.rewards,
-        "next_observations": data.next_observations,
-        "masks": data.masks,
-        "timeouts": data.timeouts,
-        "episode_ends": data.episode_ends,
-    }
-    arrays = {k: jnp.asarray(v, jnp.float32) for k, v in fields.items()}
+    arrays = {k: jnp.asarray(getattr(data, k), jnp.float32) for k in OFFLINE_FIELDS}
     n = len(data)
     return Replay(arrays, jnp.int32(n), jnp.int32(0))  # full: the next write wraps to row 0
 

@@ -35,6 +35,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.leq import update as update_lib  # noqa: E402
+from agent.world_model import EnsembleConfig, EnsembleWorldModel, ensemble_step  # noqa: E402
+from envs.termination import hopper_termination as termination_fn  # noqa: E402
 
 GAMMA, LAM, TAU, BETA, EMA_RATE = 0.997, 0.95, 0.1, 0.25, 0.005
 OBS_DIM, ACT_DIM = 11, 3
@@ -50,61 +52,20 @@ class State(NamedTuple):
     key: jax.Array
 
 
-def hopper_like_termination(obs, action, next_obs):
-    """Hopper's model termination (§1.5) without importing envs (used only if envs is missing)."""
-    alive = (
-        jnp.all(jnp.isfinite(next_obs), -1)
-        & jnp.all(next_obs[..., 1:] < 100, -1)
-        & (next_obs[..., 0] > 0.7)
-        & (jnp.abs(next_obs[..., 1]) < 0.2)
-    )
-    return ~alive
-
-
 def build_model_step(cfg: dict, key: jax.Array):
-    """The project's ensemble with random weights; a shape-equivalent stand-in if unavailable."""
-    try:
-        from agent.world_model import EnsembleConfig, EnsembleWorldModel, ensemble_step
-
-        wm_cfg = EnsembleConfig(
-            num_members=cfg["members"],
-            num_elites=cfg["elites"],
-            hidden_sizes=cfg["wm_hidden"],
-            weight_decays=(0.0,) * (len(cfg["wm_hidden"]) + 1),
-            max_logvar_init=-4.0,  # modest noise keeps random rollouts alive longer
-            elite_sampling="balanced",
-        )
-        params = jax.jit(EnsembleWorldModel(OBS_DIM, ACT_DIM, wm_cfg).init_params)(key)
-        step = functools.partial(ensemble_step, params, elite_sampling="balanced")
-        name = "agent.world_model.ensemble_step(elite_sampling='balanced')"
-        return step, (params.input_mean, params.input_std), name
-    except ImportError:
-        return _stand_in_model_step(cfg, key)
-
-
-def _stand_in_model_step(cfg: dict, key: jax.Array):
-    """One random member (4x200 Swish MLP) per sample per step; reparameterised Gaussian."""
-    sizes = (OBS_DIM + ACT_DIM, *cfg["wm_hidden"], 2 * (OBS_DIM + 1))
-    keys = jax.random.split(key, len(sizes) - 1)
-    m = cfg["members"]
-    layers = [
-        (jax.random.normal(k, (m, i, o)) / (2 * np.sqrt(i)), jnp.zeros((m, o)))
-        for k, i, o in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
-
-    def step(obs, action, step_key):
-        k_member, k_noise = jax.random.split(step_key)
-        member = jax.random.randint(k_member, obs.shape[:1], 0, m)
-        x = jnp.concatenate([obs, action], -1)
-        for i, (w, b) in enumerate(layers):
-            x = jnp.einsum("bi,bio->bo", x, w[member]) + b[member]
-            x = jax.nn.swish(x) if i < len(layers) - 1 else x
-        mean, logvar = jnp.split(x, 2, -1)
-        y = mean + jnp.exp(0.5 * jnp.clip(logvar, -10, -4)) * jax.random.normal(k_noise, mean.shape)
-        return obs + y[:, :-1], y[:, -1]
-
-    scaler = (jnp.zeros(OBS_DIM + ACT_DIM), jnp.ones(OBS_DIM + ACT_DIM))
-    return step, scaler, "stand-in (agent.world_model not importable)"
+    """The project's ensemble (random weights) with balanced elite routing, as the agent runs it."""
+    wm_cfg = EnsembleConfig(
+        num_members=cfg["members"],
+        num_elites=cfg["elites"],
+        hidden_sizes=cfg["wm_hidden"],
+        weight_decays=(0.0,) * (len(cfg["wm_hidden"]) + 1),
+        max_logvar_init=-4.0,  # modest noise keeps random rollouts alive longer
+        elite_sampling="balanced",
+    )
+    params = jax.jit(EnsembleWorldModel(OBS_DIM, ACT_DIM, wm_cfg).init_params)(key)
+    step = functools.partial(ensemble_step, params, elite_sampling="balanced")
+    name = "agent.world_model.ensemble_step(elite_sampling='balanced')"
+    return step, (params.input_mean, params.input_std), name
 
 
 def make_update(cfg, variant, model_step, termination_fn, scaler):
@@ -184,10 +145,6 @@ def _sig(x: float, digits: int = 4) -> float:
 def measure(cfg: dict) -> dict:
     key_model, key_pool, key_init = jax.random.split(jax.random.PRNGKey(0), 3)
     model_step, scaler, model_name = build_model_step(cfg, key_model)
-    try:
-        from envs.termination import hopper_termination as termination_fn
-    except ImportError:
-        termination_fn = hopper_like_termination
     pool = make_pool(key_pool, 4096)
     variants = ("production", "reference")
     results, chunks, states = {}, {}, {}

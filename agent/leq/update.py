@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agent.bc import bc_loss
 from agent.leq import action_gradients, imagination, losses, networks, returns
 
 POLICY_OBJECTIVES = ("lambda", "multi_step", "one_step")
@@ -243,8 +244,6 @@ def leq_update(
 
 def bc_step(nets: Nets, tx, actor, opt, scaler: tuple, data: dict) -> tuple[Any, Any, dict]:
     """Pre-training (§3.7): L = mean_b || tanh(mu(s)) - a ||^2 (the BC agent's loss)."""
-    from agent.bc import bc_loss
-
     loss_fn = lambda p: bc_loss(policy_fn(nets, p, scaler)(data["observations"]), data["actions"])
     loss, grads = jax.value_and_grad(loss_fn)(actor)
     updates, opt = tx.update(grads, opt, actor)
