@@ -301,6 +301,31 @@ def memory_returns_mixture(
     return jnp.maximum(mean[:, ::-1], a)
 
 
+def replay_memory_returns(
+    next_values: jax.Array,
+    data: dict,
+    gamma: float,
+    form: str = "twin",
+    bootstrap_timeouts: bool = True,
+) -> jax.Array:
+    """The shared kernel on the dataset in storage order: next_values [N, 2] -> R^ [N, 2].
+
+    terminals = 1 - masks; trajectory ends come from `episode_ends` (timeouts and gaps), so a
+    truncated trajectory bootstraps from V(s_{T+1}) unless bootstrap_timeouts is False (the
+    official code's treatment, §1.3).
+    """
+    kernel = memory_returns_twin if form == "twin" else memory_returns_max
+    terminals = 1.0 - data["masks"]
+    return kernel(
+        data["rewards"],
+        next_values,
+        terminals,
+        data["episode_ends"],
+        gamma,
+        bootstrap_timeouts=bootstrap_timeouts,
+    )
+
+
 def check_max_step(
     episode_ends: np.ndarray, max_step: int | None, terminals: np.ndarray | None = None
 ) -> None:

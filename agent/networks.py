@@ -31,3 +31,18 @@ def deterministic_policy(hidden: Sequence[int], act_dim: int) -> hk.Transformed:
         return jnp.tanh(mlp(hidden, act_dim)(x))
 
     return hk.without_apply_rng(hk.transform(forward))
+
+
+def polyak(online, target, rate: float | jax.Array):
+    """target <- rate * online + (1 - rate) * target, leaf by leaf (a soft target update)."""
+    return jax.tree.map(lambda o, t: rate * o + (1.0 - rate) * t, online, target)
+
+
+def batched_apply(fn, inputs: jax.Array, chunk: int) -> jax.Array:
+    """fn over `inputs` [N, ...] in fixed chunks of `chunk` rows with lax.map (bounded memory)."""
+    n = inputs.shape[0]
+    chunk = max(1, min(chunk, n))
+    count = -(-n // chunk)
+    padded = jnp.concatenate([inputs, jnp.zeros((count * chunk - n, *inputs.shape[1:]))], 0)
+    out = jax.lax.map(fn, padded.reshape(count, chunk, *inputs.shape[1:]))
+    return out.reshape(count * chunk, *out.shape[2:])[:n]

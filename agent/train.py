@@ -25,7 +25,7 @@ from agent.config import (
 )
 from agent.evaluation import evaluate
 from agent.logger import Logger, MetricStream
-from agent.methods import make_agent
+from agent.methods import is_online, make_agent
 from agent.replay import from_offline
 from envs.datasets import load_dataset
 
@@ -94,6 +94,10 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
 
     Returns the final evaluation metrics (also written to LOGDIR/result.json).
     """
+    if is_online(cfg.method):
+        from agent.online import train_online
+
+        return train_online(cfg, logdir, quiet)
     check_schedule(cfg)
     spec = envs.get_task(cfg.task)
     logdir = Path(logdir)
@@ -118,7 +122,7 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     logger = Logger(logdir, total, initial_step=step, quiet=quiet)
     try:
         state = _loop(cfg, agent, state, replay, step, logger, logdir)
-        return _final_evaluation(cfg, agent, state, logger, logdir)
+        return final_evaluation(cfg, agent, state, logger, logdir, int(state.step))
     finally:
         logger.close()
 
@@ -148,14 +152,15 @@ def _loop(cfg, agent, state, replay, step, logger, logdir):
             last_time, last_step = now, step
         if t.eval_every and step % t.eval_every == 0 and step < t.steps:
             record = bool(cfg.eval.video_every) and step % cfg.eval.video_every == 0
-            _evaluate(cfg, agent, state, logger, step, cfg.eval.episodes, record)
+            evaluate_and_log(cfg, agent, state, logger, step, cfg.eval.episodes, record)
         if step % t.checkpoint_every == 0 or step == t.steps:
             checkpoint.save(logdir / CHECKPOINT_DIR, step, state, t.keep_checkpoints)
         logger.advance(step)
     return state
 
 
-def _evaluate(cfg, agent, state, logger, step, episodes, record) -> dict:
+def evaluate_and_log(cfg, agent, state, logger, step, episodes, record) -> dict:
+    """Evaluate the agent's deterministic policy; log the metrics (and video when `record`)."""
     metrics, frames = evaluate(
         lambda obs: agent.act(state, obs),
         cfg.task,
@@ -170,10 +175,10 @@ def _evaluate(cfg, agent, state, logger, step, episodes, record) -> dict:
     return metrics
 
 
-def _final_evaluation(cfg, agent, state, logger, logdir: Path) -> dict:
-    step = int(state.step)
+def final_evaluation(cfg, agent, state, logger, logdir: Path, step: int) -> dict:
+    """The final evaluation at `step`, logged and written to LOGDIR/result.json."""
     record = bool(cfg.eval.video_every)
-    metrics = _evaluate(cfg, agent, state, logger, step, cfg.eval.final_episodes, record)
+    metrics = evaluate_and_log(cfg, agent, state, logger, step, cfg.eval.final_episodes, record)
     result = {"step": step, "episodes": cfg.eval.final_episodes, **metrics}
     tmp = logdir / (RESULT_FILE + ".tmp")
     tmp.write_text(json.dumps(result, indent=1))

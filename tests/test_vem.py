@@ -20,6 +20,7 @@ from scipy import stats
 
 from agent import checkpoint, memory
 from agent.config import ConfigError, load_config
+from agent.networks import polyak
 from agent.replay import from_offline
 from agent.train import CHECKPOINT_DIR
 from agent.vem import VEMAgent, losses
@@ -97,7 +98,7 @@ def test_gaussian_log_prob_and_log_std_range():
 def test_target_update_rate():
     online, target = {"w": jnp.ones(3)}, {"w": jnp.zeros(3)}
     rate = 1 - 0.995**200
-    np.testing.assert_allclose(losses.target_update(online, target, rate)["w"], rate, rtol=1e-6)
+    np.testing.assert_allclose(polyak(online, target, rate)["w"], rate, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------- memory refresh

@@ -44,10 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agent import memory as memory_lib
 from agent import replay as replay_lib
 from agent.bc import observation_stats
 from agent.config import ConfigError
+from agent.memory import replay_memory_returns as memory_returns
+from agent.networks import batched_apply, polyak
 from agent.vem import losses
 from agent.vem.networks import gaussian_policy, value_heads
 from envs.offline_data import OfflineData
@@ -80,41 +81,6 @@ class VEMState(NamedTuple):
 def pair_values(values: jax.Array) -> jax.Array:
     """Four heads [N, 4] -> the two estimators [N, 2]: V^(X) = min over the heads of pair X."""
     return jnp.min(values.reshape(values.shape[0], 2, 2), axis=-1)
-
-
-def batched_apply(fn, inputs: jax.Array, chunk: int) -> jax.Array:
-    """fn over `inputs` [N, ...] in fixed chunks of `chunk` rows with lax.map (bounded memory)."""
-    n = inputs.shape[0]
-    chunk = max(1, min(chunk, n))
-    count = -(-n // chunk)
-    padded = jnp.concatenate([inputs, jnp.zeros((count * chunk - n, *inputs.shape[1:]))], 0)
-    out = jax.lax.map(fn, padded.reshape(count, chunk, *inputs.shape[1:]))
-    return out.reshape(count * chunk, *out.shape[2:])[:n]
-
-
-def memory_returns(
-    next_values: jax.Array,
-    data: dict,
-    gamma: float,
-    form: str = "twin",
-    bootstrap_timeouts: bool = True,
-) -> jax.Array:
-    """The shared kernel on the dataset in storage order: next_values [N, 2] -> R^ [N, 2].
-
-    terminals = 1 - masks; trajectory ends come from `episode_ends` (timeouts and gaps), so a
-    truncated trajectory bootstraps from V(s_{T+1}) unless bootstrap_timeouts is False (the
-    official code's treatment, §1.3).
-    """
-    kernel = memory_lib.memory_returns_twin if form == "twin" else memory_lib.memory_returns_max
-    terminals = 1.0 - data["masks"]
-    return kernel(
-        data["rewards"],
-        next_values,
-        terminals,
-        data["episode_ends"],
-        gamma,
-        bootstrap_timeouts=bootstrap_timeouts,
-    )
 
 
 def _dataset_for_template(cfg) -> OfflineData:
@@ -248,7 +214,7 @@ class VEMAgent:
         (loss, values), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.value_params)
         updates, opt_state = self.value_opt.update(grads, state.value_opt_state, state.value_params)
         params = optax.apply_updates(state.value_params, updates)
-        target = losses.target_update(params, state.target_params, self.v.target_rate)
+        target = polyak(params, state.target_params, self.v.target_rate)
         metrics = {
             "train/value_loss": loss,
             "train/value_mean": jnp.mean(values),

@@ -84,8 +84,3 @@ def gaussian_log_prob(actions: jax.Array, mean: jax.Array, log_std: jax.Array) -
 def policy_loss(log_prob: jax.Array, weights: jax.Array) -> jax.Array:
     """J(pi) = -E_B[ sg(w) log pi(a | s) ] (generalised advantage-weighted regression)."""
     return -jnp.mean(jax.lax.stop_gradient(weights) * log_prob)
-
-
-def target_update(online, target, rate: float | jax.Array):
-    """target <- rate * online + (1 - rate) * target, leaf by leaf (code: rate = 1 - 0.995^200)."""
-    return jax.tree.map(lambda o, t: rate * o + (1.0 - rate) * t, online, target)

@@ -1,0 +1,56 @@
+"""GEM's networks (algorithms.md §5.3, the official `TD3LnMlpPolicy`), as haiku transforms.
+
+* `actor`: obs -> Dense-LayerNorm-ReLU per hidden layer -> Dense -> tanh (deterministic).
+* `critics`: `num_critics` independent Q(s, a) MLPs; the action is concatenated to the output of
+  the first hidden layer (not to the input), every hidden layer is Dense-LayerNorm-ReLU.
+  Returns [B, num_critics]; critics (0, 1) form twin A and (2, 3) twin B.
+
+No observation normalisation (GEM feeds raw observations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from agent.networks import mlp
+
+NUM_CRITICS = 4
+
+
+def _dense_ln_relu(width: int, name: str, x: jax.Array) -> jax.Array:
+    x = hk.Linear(width, name=f"{name}_dense")(x)
+    x = hk.LayerNorm(-1, create_scale=True, create_offset=True, name=f"{name}_ln")(x)
+    return jax.nn.relu(x)
+
+
+def actor(hidden: Sequence[int], act_dim: int) -> hk.Transformed:
+    """obs [B, obs_dim] -> action [B, act_dim] in [-1, 1]."""
+
+    def forward(obs: jax.Array) -> jax.Array:
+        return jnp.tanh(mlp(hidden, act_dim, layer_norm=True)(obs))
+
+    return hk.without_apply_rng(hk.transform(forward))
+
+
+def critics(hidden: Sequence[int], num_critics: int = NUM_CRITICS) -> hk.Transformed:
+    """(obs [B, obs_dim], action [B, act_dim]) -> Q [B, num_critics]."""
+
+    def one_critic(obs: jax.Array, action: jax.Array) -> jax.Array:
+        x = _dense_ln_relu(hidden[0], "layer_0", obs)
+        x = jnp.concatenate([x, action], axis=-1)
+        for i, width in enumerate(hidden[1:], start=1):
+            x = _dense_ln_relu(width, f"layer_{i}", x)
+        return hk.Linear(1, name="out")(x)
+
+    def forward(obs: jax.Array, action: jax.Array) -> jax.Array:
+        values = []
+        for i in range(num_critics):
+            with hk.experimental.name_scope(f"q{i}"):
+                values.append(one_critic(obs, action))
+        return jnp.concatenate(values, axis=-1)
+
+    return hk.without_apply_rng(hk.transform(forward))
