@@ -22,13 +22,10 @@ controller with action noise, goal resampled on arrival) and "expert" for maze2d
 controller driving to the evaluation goal in ordinary reset episodes: the optimal policy of the
 evaluation task plus D4RL's action noise; D4RL itself has no such maze2d dataset).
 
-Adding the policy-driven qualities later (medium, medium-replay, expert, medium-expert): write a
-factory that loads the trained actor for `task_spec.name` (checkpoint path from the caller's
-config, or a fixed per-quality location) and returns `lambda obs, rng: sample(actor, obs, rng)`,
-then call `register_behaviour("medium", factory, families=("locomotion", "antmaze", "dmc"))` at
-import time of the module that defines it, and import that module before `load_dataset`.
-"medium-replay" (the replay buffer of a training run) is not a policy: produce it as a raw dict
-and save it with envs.d4rl_hdf5.write_d4rl_hdf5, then load it through the `path` option.
+Policy qualities trained by GEM (medium, expert, medium-replay) live in envs/trained_policies.py
+and are registered there for the tasks that have committed snapshot files; a policy with a
+`prepare(size)` member is told the dataset size before the rollout (medium-replay's schedule).
+"medium-expert" is a union quality (`register_union`): the collector concatenates its parts.
 """
 
 from __future__ import annotations
@@ -51,33 +48,68 @@ BehaviourFactory = Callable[[TaskSpec, gym.Env, int], Policy]
 class _Entry:
     factory: BehaviourFactory
     families: tuple[str, ...] | None  # None = every task family
+    when: Callable[[TaskSpec], bool] | None  # None = every task of those families
+
+    def serves(self, task: TaskSpec) -> bool:
+        family_ok = self.families is None or task.family in self.families
+        return family_ok and (self.when is None or self.when(task))
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: dict[str, list[_Entry]] = {}  # newest registration first
 
 
 def register_behaviour(
-    quality: str, factory: BehaviourFactory, *, families: Sequence[str] | None = None
+    quality: str,
+    factory: BehaviourFactory,
+    *,
+    families: Sequence[str] | None = None,
+    when: Callable[[TaskSpec], bool] | None = None,
 ) -> None:
-    """Make `quality` available to dataset collection for tasks of `families` (None = all).
+    """Make `quality` available to dataset collection for tasks of `families` (None = all),
+    restricted to the tasks for which `when(task)` holds when given (checked at each lookup).
 
-    Registering an existing quality replaces it (so a later issue can override a default).
+    A quality may be registered several times (maze2d's planner "expert" and the trained
+    locomotion "expert"); the newest registration that serves a task wins for it.
     """
-    _REGISTRY[quality] = _Entry(factory, tuple(families) if families is not None else None)
+    entry = _Entry(
+        factory,
+        tuple(families) if families is not None else None,
+        when,
+    )
+    _REGISTRY[quality] = [entry, *_REGISTRY.get(quality, [])]
+
+
+_UNIONS: dict[str, tuple[str, ...]] = {}
+
+
+def register_union(quality: str, parts: Sequence[str]) -> None:
+    """Make `quality` the union of the datasets of `parts` (e.g. medium-expert), available for
+    the tasks that have every part. envs/collect.py splits the size evenly over the parts."""
+    _UNIONS[quality] = tuple(parts)
+
+
+def union_parts(quality: str) -> tuple[str, ...] | None:
+    """The parts of a union quality, or None for a policy quality."""
+    return _UNIONS.get(quality)
+
+
+def _entry_for(quality: str, task: TaskSpec) -> _Entry | None:
+    return next((e for e in _REGISTRY.get(quality, []) if e.serves(task)), None)
 
 
 def available_qualities(task: TaskSpec) -> list[str]:
     """Sorted names of the qualities that can be collected for `task`."""
-    return sorted(
-        q for q, e in _REGISTRY.items() if e.families is None or task.family in e.families
-    )
+    policies = {q for q in _REGISTRY if _entry_for(q, task) is not None}
+    unions = {q for q, parts in _UNIONS.items() if set(parts) <= policies}
+    return sorted(policies | unions)
 
 
 def require_quality(quality: str, task: TaskSpec) -> None:
     """DatasetError (listing the available qualities) unless `quality` can be built for `task`."""
     available = available_qualities(task)
     if quality not in available:
-        known = "unknown quality" if quality not in _REGISTRY else "quality not available"
+        registered = quality in _REGISTRY or quality in _UNIONS
+        known = "quality not available" if registered else "unknown quality"
         raise DatasetError(
             f"task {task.name}: {known} '{quality}' (available: {', '.join(available)})"
         )
@@ -86,7 +118,7 @@ def require_quality(quality: str, task: TaskSpec) -> None:
 def make_behaviour(quality: str, task: TaskSpec, env: gym.Env, seed: int) -> Policy:
     """Build the behaviour policy of `quality` for `task`; DatasetError when it is unavailable."""
     require_quality(quality, task)
-    return _REGISTRY[quality].factory(task, env, seed)
+    return _entry_for(quality, task).factory(task, env, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,3 +224,4 @@ def _expert_planner_factory(task: TaskSpec, env: gym.Env, seed: int) -> Policy:
 register_behaviour("random", _random_factory)
 register_behaviour("planner", _planner_factory, families=("maze2d",))
 register_behaviour("expert", _expert_planner_factory, families=("maze2d",))
+register_union("medium-expert", ("medium", "expert"))

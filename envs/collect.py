@@ -22,7 +22,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from envs.behaviour import make_behaviour
+import envs.trained_policies  # noqa: F401  (registers medium / expert / medium-replay)
+from envs.behaviour import make_behaviour, require_quality, union_parts
 from envs.d4rl_hdf5 import RawData
 from envs.task import TaskSpec
 
@@ -97,10 +98,15 @@ def collect_task(
     """
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
+    parts = union_parts(quality)
+    if parts is not None:
+        return _collect_union(task, quality, parts, size, seed, progress)
     env_seed, rng, factory_seed = _seeds(seed)
     env = task.make(seed=env_seed)
     try:
         policy = make_behaviour(quality, task, env, factory_seed)
+        if hasattr(policy, "prepare"):
+            policy.prepare(size)
         continuing = bool(getattr(policy, "continuing", False))
         raw = _allocate(task, size, with_goal=getattr(policy, "goal", None) is not None)
         bar = tqdm(
@@ -127,6 +133,29 @@ def collect_task(
         "behaviour": type(policy).__name__,
         "continuing": continuing,
         "max_episode_steps": int(task.max_episode_steps),
+    }
+    return raw
+
+
+def _collect_union(
+    task: TaskSpec, quality: str, parts: tuple[str, ...], size: int, seed: int, progress: bool
+) -> RawData:
+    """A union quality: the datasets of `parts` (same seed, size split evenly), concatenated.
+
+    Each part's last step is a trajectory end, so no trajectory crosses a part boundary.
+    """
+    require_quality(quality, task)
+    sizes = [size // len(parts) + (i < size % len(parts)) for i in range(len(parts))]
+    pieces = [collect_task(task, p, n, seed, progress) for p, n in zip(parts, sizes, strict=True)]
+    raw: RawData = {
+        k: np.concatenate([piece[k] for piece in pieces]) for k in pieces[0] if k != "metadata"
+    }
+    raw["metadata"] = {
+        **pieces[0]["metadata"],
+        "quality": quality,
+        "size": int(size),
+        "behaviour": "+".join(piece["metadata"]["behaviour"] for piece in pieces),
+        "parts": ",".join(f"{p}:{n}" for p, n in zip(parts, sizes, strict=True)),
     }
     return raw
 
