@@ -116,8 +116,24 @@ def _cmd_collect(args) -> int:
         for quality in qualities:
             dataset_cfg = {**cfg.dataset.to_dict(), "quality": quality, "path": None}
             path = ensure_dataset(task, dataset_cfg)
-            print(f"{task} {quality}: {path}")
+            print(f"{task} {quality}: {path} ({dataset_summary(task, path)})", flush=True)
     return 0
+
+
+def dataset_summary(task_name: str, path: Path) -> str:
+    """Steps, trajectories (split at terminals and timeouts), mean return and normalised score."""
+    import envs
+    from envs.d4rl_hdf5 import read_d4rl_hdf5
+    from envs.preprocess import return_stats
+
+    raw = read_d4rl_hdf5(path)
+    ends = (raw["terminals"] > 0) | (raw["timeouts"] > 0)
+    stats = return_stats(raw["rewards"], ends)
+    score = envs.get_task(task_name).normalized_score(stats["return_mean"])
+    return (
+        f"{len(raw['rewards'])} steps, {stats['n_episodes']} trajectories, "
+        f"mean return {stats['return_mean']:.1f}, normalized score {score:.1f}"
+    )
 
 
 COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "collect": _cmd_collect}

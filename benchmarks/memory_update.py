@@ -35,6 +35,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent import memory  # noqa: E402
+from agent.gem import losses as gem_losses  # noqa: E402
+from agent.gem.networks import actor, critics  # noqa: E402
+from agent.vem.networks import value_heads  # noqa: E402
 
 GAMMA, BETA = 0.99, 0.5
 OBS_DIM, ACT_DIM = 17, 6
@@ -114,62 +117,6 @@ def bench_kernel(data: dict[str, np.ndarray], cfg: dict) -> dict:
 # --- networks (plain jnp, random weights: only the arithmetic matters) ------------------------
 
 
-def dense(key: jax.Array, n_in: int, n_out: int) -> dict:
-    return {"w": jax.random.normal(key, (n_in, n_out)) / np.sqrt(n_in), "b": jnp.zeros(n_out)}
-
-
-def layer_norm(x: jax.Array) -> jax.Array:
-    mean = x.mean(-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(x.var(-1, keepdims=True) + 1e-5)  # scale/offset folded
-
-
-def vem_params(key: jax.Array) -> list:
-    keys = jax.random.split(key, 12).reshape(4, 3, 2)
-    return [[dense(k[0], OBS_DIM, 256), dense(k[1], 256, 256), dense(k[2], 256, 1)] for k in keys]
-
-
-def vem_values(params: list, obs: jax.Array) -> jax.Array:
-    """4 V heads [B, 4], each Linear-ReLU-Linear-ReLU-Linear (VEM §4.4)."""
-    outs = []
-    for l1, l2, l3 in params:
-        h = jax.nn.relu(obs @ l1["w"] + l1["b"])
-        h = jax.nn.relu(h @ l2["w"] + l2["b"])
-        outs.append(h @ l3["w"] + l3["b"])
-    return jnp.concatenate(outs, -1)
-
-
-def gem_params(key: jax.Array) -> dict:
-    k = jax.random.split(key, 15)
-    critics = [
-        [dense(k[3 * i], OBS_DIM, 400), dense(k[3 * i + 1], 400 + ACT_DIM, 300),
-         dense(k[3 * i + 2], 300, 1)]
-        for i in range(4)
-    ]  # fmt: skip
-    actor = [dense(k[12], OBS_DIM, 400), dense(k[13], 400, 300), dense(k[14], 300, ACT_DIM)]
-    return {"critics": critics, "actor": actor}
-
-
-def gem_target_actions(params: dict, obs: jax.Array, key: jax.Array) -> jax.Array:
-    """a~ = clip(pi'(s) + clip(eps, -0.5, 0.5), -1, 1), eps ~ N(0, 0.2^2) (GEM §5.1)."""
-    l1, l2, l3 = params["actor"]
-    h = jax.nn.relu(layer_norm(obs @ l1["w"] + l1["b"]))
-    h = jax.nn.relu(layer_norm(h @ l2["w"] + l2["b"]))
-    a = jnp.tanh(h @ l3["w"] + l3["b"])
-    eps = jnp.clip(0.2 * jax.random.normal(key, a.shape), -0.5, 0.5)
-    return jnp.clip(a + eps, -1.0, 1.0)
-
-
-def gem_q_values(params: dict, obs: jax.Array, act: jax.Array) -> jax.Array:
-    """4 critics [B, 4]: LN-ReLU [400], concat action, LN-ReLU [300], linear (TD3LnMlpPolicy)."""
-    outs = []
-    for l1, l2, l3 in params["critics"]:
-        h = jax.nn.relu(layer_norm(obs @ l1["w"] + l1["b"]))
-        h = jnp.concatenate([h, act], -1)
-        h = jax.nn.relu(layer_norm(h @ l2["w"] + l2["b"]))
-        outs.append(h @ l3["w"] + l3["b"])
-    return jnp.concatenate(outs, -1)
-
-
 def chunked(fn, chunk: int):
     """jit(fn applied to [N, ...] inputs in chunks of `chunk` rows with lax.map).
 
@@ -187,19 +134,28 @@ def chunked(fn, chunk: int):
 
 
 def bench_networks(cfg: dict) -> dict:
+    """The agents' own networks (agent.vem.networks, agent.gem.networks) over N rows."""
     n, chunk, runs = cfg["n"], cfg["chunk"], cfg["net_runs"]
     rng = np.random.default_rng(1)
     obs = jnp.asarray(rng.normal(size=(n, OBS_DIM)).astype(np.float32))
     act = jnp.asarray(rng.uniform(-1, 1, size=(n, ACT_DIM)).astype(np.float32))
-    vem, gem = vem_params(jax.random.PRNGKey(1)), gem_params(jax.random.PRNGKey(2))
     key = jax.random.PRNGKey(0)
-    v_fn = chunked(lambda p, i, o: vem_values(p, o), chunk)
-    q_fn = chunked(lambda p, i, o, a: gem_q_values(p, o, a), chunk)
-    pi_fn = chunked(lambda p, i, o: gem_target_actions(p, o, jax.random.fold_in(key, i)), chunk)
+    v_net, q_net = value_heads([256, 256]), critics([400, 300])
+    pi_net = actor([400, 300], ACT_DIM)
+    v_params = v_net.init(key, obs[:1], 0.0, 1.0)
+    q_params = q_net.init(key, obs[:1], act[:1])
+    pi_params = pi_net.init(key, obs[:1])
+
+    def smoothed(p, i, o):
+        return gem_losses.smoothed_actions(pi_net.apply(p, o), jax.random.fold_in(key, i), 0.2, 0.5)
+
+    v_fn = chunked(lambda p, i, o: v_net.apply(p, o, 0.0, 1.0), chunk)
+    q_fn = chunked(lambda p, i, o, a: q_net.apply(p, o, a), chunk)
+    pi_fn = chunked(smoothed, chunk)
     return {
-        "vem_v_4heads_2x256": timed(v_fn, vem, obs, runs=runs, warm_up=False),
-        "gem_q_4critics_400x300_ln": timed(q_fn, gem, obs, act, runs=runs, warm_up=False),
-        "gem_target_actor_400x300_ln": timed(pi_fn, gem, obs, runs=runs, warm_up=False),
+        "vem_v_4heads_2x256": timed(v_fn, v_params, obs, runs=runs, warm_up=False),
+        "gem_q_4critics_400x300_ln": timed(q_fn, q_params, obs, act, runs=runs, warm_up=False),
+        "gem_target_actor_400x300_ln": timed(pi_fn, pi_params, obs, runs=runs, warm_up=False),
         "chunk_rows": chunk,
     }
 
