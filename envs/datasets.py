@@ -3,8 +3,10 @@
 cfg keys (all optional; defaults as in configs/defaults.yaml):
     path         null = build locally in the simulator (cached); otherwise a D4RL .hdf5/.h5 file,
                  a Minari dataset directory, or a local Minari dataset id
-    quality      "auto" = "planner" for maze2d tasks, "random" otherwise; for a user file "auto"
-                 means: the file's metadata, else "random" if the file name says so
+    quality      "auto" = "planner" for maze2d tasks, "random" otherwise; or any quality that
+                 envs/behaviour.py lists for the task (random, planner, expert, medium,
+                 medium-replay, medium-expert); for a user file "auto" means: the file's
+                 metadata, else "random" if the file name says so
     size         steps to collect when building
     seed         collection seed (a built dataset is a function of it)
     dir          cache folder of built datasets: {dir}/{task}-{quality}-n{size}-s{seed}.hdf5
