@@ -14,7 +14,6 @@ and dm_control are deterministic), which is checked against the stored last obse
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from agent import checkpoint
 from agent.config import Config, ConfigError
 from agent.logger import Logger
 from agent.methods import make_agent
 from agent.replay import OFFLINE_FIELDS
+from agent.train import after_chunk, final_evaluation, prepare_logdir, resume, save_on_interrupt
 
 TRAIN_SEED_OFFSET = 1_000_000  # training resets; evaluation uses 10,000 + 100 * seed + i
 LOOP_FIELDS = ("env_steps", "episode", "episode_steps", "episode_return")
@@ -167,29 +166,16 @@ def save_snapshot(logdir: Path, step: int, params: dict) -> Path:
 
 def train_online(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     """Run `cfg.method` online on `cfg.task` for train.steps environment steps."""
-    from agent.train import (
-        RESULT_FILE,
-        final_evaluation,
-        prepare_logdir,
-        restore,
-        trim_metrics,
-    )
-
     spec = envs.get_task(cfg.task)
     section = cfg[cfg.method]
     check_online_schedule(cfg, section.train_every, spec.max_episode_steps)
     logdir = Path(logdir)
     prepare_logdir(cfg, logdir)
     agent = make_agent(cfg, spec.obs_dim, spec.act_dim, None)
-    step, state = restore(agent, cfg, logdir)
+    step, state, result = resume(agent, cfg, logdir)
+    if result is not None:
+        return result
     total = cfg.train.steps
-    if step:
-        print(f"resumed from step {step}", flush=True)
-        trim_metrics(logdir, step)
-    if step >= total and (logdir / RESULT_FILE).exists():
-        print(f"run in {logdir} is already complete ({total} steps)", flush=True)
-        return json.loads((logdir / RESULT_FILE).read_text())
-
     runner = EpisodeRunner(cfg, jax.device_get(state.loop))
     runner.replay_episode(state.replay)
     logger = Logger(logdir, total, initial_step=step, quiet=quiet)
@@ -202,7 +188,6 @@ def train_online(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
 
 
 def _loop(cfg, agent, state, runner, step, logger, logdir):
-    from agent.train import CHECKPOINT_DIR, evaluate_and_log
 
     t, section = cfg.train, cfg[cfg.method]
     chunk = section.train_every
@@ -219,8 +204,7 @@ def _loop(cfg, agent, state, runner, step, logger, logdir):
             jax.block_until_ready(new_state)
         except KeyboardInterrupt:
             # The episode in progress is replayed from the checkpoint's replay on resume.
-            checkpoint.save(logdir / CHECKPOINT_DIR, step, state, t.keep_checkpoints)
-            logger.message(f"interrupted at step {step}; rerun the same command to resume")
+            save_on_interrupt(logdir, step, state, cfg, logger)
             raise
         state = new_state
         step += chunk
@@ -231,12 +215,7 @@ def _loop(cfg, agent, state, runner, step, logger, logdir):
             metrics["train/env_steps_per_second"] = (step - last_step) / (now - last_time)
             logger.scalars(step, metrics)
             last_time, last_step = now, step
-        if t.eval_every and step % t.eval_every == 0 and step < t.steps:
-            record = bool(cfg.eval.video_every) and step % cfg.eval.video_every == 0
-            evaluate_and_log(cfg, agent, state, logger, step, cfg.eval.episodes, record)
         if section.snapshot_every and step % section.snapshot_every == 0:
             save_snapshot(logdir, step, jax.device_get(state.actor_params))
-        if step % t.checkpoint_every == 0 or step == t.steps:
-            checkpoint.save(logdir / CHECKPOINT_DIR, step, state, t.keep_checkpoints)
-        logger.advance(step)
+        after_chunk(cfg, agent, state, logger, logdir, step)
     return state

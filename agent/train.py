@@ -89,6 +89,36 @@ def restore(agent, cfg: Config, logdir: Path):
     return step, state
 
 
+def resume(agent, cfg: Config, logdir: Path):
+    """(step, state, None) to continue from the newest checkpoint (or from scratch), or
+    (step, state, result) when the run in `logdir` is already complete."""
+    step, state = restore(agent, cfg, logdir)
+    if step:
+        print(f"resumed from step {step}", flush=True)
+        trim_metrics(logdir, step)
+    if step >= cfg.train.steps and (logdir / RESULT_FILE).exists():
+        print(f"run in {logdir} is already complete ({cfg.train.steps} steps)", flush=True)
+        return step, state, json.loads((logdir / RESULT_FILE).read_text())
+    return step, state, None
+
+
+def save_on_interrupt(logdir: Path, step: int, state, cfg: Config, logger) -> None:
+    """Ctrl-C: keep the work of every finished chunk, so the rerun resumes from here."""
+    checkpoint.save(logdir / CHECKPOINT_DIR, step, state, cfg.train.keep_checkpoints)
+    logger.message(f"interrupted at step {step}; rerun the same command to resume")
+
+
+def after_chunk(cfg: Config, agent, state, logger, logdir: Path, step: int) -> None:
+    """Periodic evaluation (with video when due) and checkpoint, then the progress display."""
+    t = cfg.train
+    if t.eval_every and step % t.eval_every == 0 and step < t.steps:
+        record = bool(cfg.eval.video_every) and step % cfg.eval.video_every == 0
+        evaluate_and_log(cfg, agent, state, logger, step, cfg.eval.episodes, record)
+    if step % t.checkpoint_every == 0 or step == t.steps:
+        checkpoint.save(logdir / CHECKPOINT_DIR, step, state, t.keep_checkpoints)
+    logger.advance(step)
+
+
 def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     """Train `cfg.method` on `cfg.task`, evaluating and checkpointing as configured.
 
@@ -109,17 +139,10 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
         stream = MetricStream(logdir, "world_model")
         agent.prepare(logdir, stream)
         stream.close()
-    step, state = restore(agent, cfg, logdir)
-    total = cfg.train.steps
-    if step:
-        print(f"resumed from step {step}", flush=True)
-        trim_metrics(logdir, step)
-    if step >= total and (logdir / RESULT_FILE).exists():
-        result = json.loads((logdir / RESULT_FILE).read_text())
-        print(f"run in {logdir} is already complete ({total} steps)", flush=True)
+    step, state, result = resume(agent, cfg, logdir)
+    if result is not None:
         return result
-
-    logger = Logger(logdir, total, initial_step=step, quiet=quiet)
+    logger = Logger(logdir, cfg.train.steps, initial_step=step, quiet=quiet)
     try:
         state = _loop(cfg, agent, state, replay, step, logger, logdir)
         return final_evaluation(cfg, agent, state, logger, logdir, int(state.step))
@@ -135,9 +158,7 @@ def _loop(cfg, agent, state, replay, step, logger, logdir):
             new_state, metrics = agent.train_chunk(state, replay)
             jax.block_until_ready(new_state)
         except KeyboardInterrupt:
-            # Ctrl-C: keep the work of every finished chunk, so the rerun resumes from here.
-            checkpoint.save(logdir / CHECKPOINT_DIR, step, state, t.keep_checkpoints)
-            logger.message(f"interrupted at step {step}; rerun the same command to resume")
+            save_on_interrupt(logdir, step, state, cfg, logger)
             raise
         state = new_state
         step += t.updates_per_call
@@ -150,12 +171,7 @@ def _loop(cfg, agent, state, replay, step, logger, logdir):
             }
             logger.scalars(step, metrics)
             last_time, last_step = now, step
-        if t.eval_every and step % t.eval_every == 0 and step < t.steps:
-            record = bool(cfg.eval.video_every) and step % cfg.eval.video_every == 0
-            evaluate_and_log(cfg, agent, state, logger, step, cfg.eval.episodes, record)
-        if step % t.checkpoint_every == 0 or step == t.steps:
-            checkpoint.save(logdir / CHECKPOINT_DIR, step, state, t.keep_checkpoints)
-        logger.advance(step)
+        after_chunk(cfg, agent, state, logger, logdir, step)
     return state
 
 
