@@ -225,7 +225,34 @@ def export(run: Path, task: str, out: Path, command: str) -> dict[str, Any]:
         "snapshot_returns": {str(s): returns[s] for s in sorted(snaps) if s in returns},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest["fingerprint"] = fingerprint(task, out)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+FINGERPRINT_STEPS = 300
+
+
+def fingerprint(task_name: str, folder: Path) -> dict[str, Any]:
+    """Reward sums of short collections (FINGERPRINT_STEPS steps, seed 0) from the files in
+    `folder`: a test re-collects them, so a changed file, simulator or collector shows."""
+    from envs import get_task
+    from envs.collect import collect_task
+
+    global POLICY_DIR
+    saved, POLICY_DIR = POLICY_DIR, folder
+    try:
+        sums = {
+            quality: float(
+                collect_task(get_task(task_name), quality, FINGERPRINT_STEPS, 0, False)[
+                    "rewards"
+                ].sum()
+            )
+            for quality in ("medium", "expert", "medium-replay")
+        }
+    finally:
+        POLICY_DIR = saved
+    return {"steps": FINGERPRINT_STEPS, "seed": 0, "reward_sums": sums}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -107,15 +107,20 @@ def test_maze2d_expert_episodes_reach_the_evaluation_goal():
     assert raw["rewards"].sum() > 3 * random_raw["rewards"].sum()
 
 
-def test_unknown_or_unavailable_quality_lists_the_available_ones():
+def test_unknown_or_unavailable_quality_lists_the_available_ones(monkeypatch, tmp_path):
+    from envs import trained_policies
+
+    monkeypatch.setattr(trained_policies, "POLICY_DIR", tmp_path)  # no trained policies
     assert available_qualities(HOPPER) == ["random"]
     assert available_qualities(UMAZE) == ["expert", "planner", "random"]
     with pytest.raises(
         DatasetError, match=r"hopper: quality not available 'expert' \(available: random\)"
     ):
         collect_task(HOPPER, "expert", 10, seed=0, progress=False)
-    with pytest.raises(DatasetError, match=r"hopper: unknown quality 'medium'"):
-        collect_task(HOPPER, "medium", 10, seed=0, progress=False)
+    with pytest.raises(DatasetError, match=r"hopper: quality not available 'medium-expert'"):
+        collect_task(HOPPER, "medium-expert", 10, seed=0, progress=False)
+    with pytest.raises(DatasetError, match=r"hopper: unknown quality 'superb'"):
+        collect_task(HOPPER, "superb", 10, seed=0, progress=False)
     env = HOPPER.make()
     with pytest.raises(DatasetError, match=r"quality not available 'planner'"):
         make_behaviour("planner", HOPPER, env, 0)
