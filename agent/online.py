@@ -5,7 +5,7 @@ Env steps are the run's clock: `train.steps`, `log_every`, `eval_every`, `checkp
 (`gem.train_every`). Every chunk of environment steps is handed to `agent.observe` in one call.
 
 Exact resume. The checkpoint holds the agent state, whose replay holds every transition of the
-episode in progress, plus the loop counters (`LOOP_FIELDS`). Training episodes are reset with
+episode in progress, plus the loop counters (`initial_loop_state`). Training episodes are reset with
 seed TRAIN_SEED_OFFSET + 100,000 * seed + episode index and the behaviour actions are functions
 of (seed, env step, parameters), so on resume the loop resets the episode in progress with its
 seed and replays its stored actions: the simulator is back in the exact state it had (MuJoCo
@@ -29,11 +29,10 @@ from agent.replay import OFFLINE_FIELDS
 from agent.train import after_chunk, final_evaluation, prepare_logdir, resume, save_on_interrupt
 
 TRAIN_SEED_OFFSET = 1_000_000  # training resets; evaluation uses 10,000 + 100 * seed + i
-LOOP_FIELDS = ("env_steps", "episode", "episode_steps", "episode_return")
 SNAPSHOT_DIR = "snapshots"
 
 
-def initial_loop_state(obs_dim: int) -> dict:
+def initial_loop_state() -> dict:
     """The loop counters at the start of a run (kept in the agent state, so checkpointed)."""
     return {
         "env_steps": jnp.int32(0),

@@ -56,7 +56,7 @@ class GEMState(NamedTuple):
     memory: jax.Array  # [capacity, 2] memory returns (R^A, R^B) of every stored row
     key: jax.Array
     step: jax.Array  # gradient steps done
-    loop: dict  # the online loop's counters (agent.online.LOOP_FIELDS), checkpointed with it
+    loop: dict  # the online loop's counters (agent.online.initial_loop_state), checkpointed
 
 
 def row_spec(obs_dim: int, act_dim: int) -> dict:
@@ -127,7 +127,7 @@ class GEMAgent:
             memory=jnp.zeros((capacity, 2), jnp.float32),
             key=key,
             step=jnp.int32(0),
-            loop=initial_loop_state(self.obs_dim),
+            loop=initial_loop_state(),
         )
 
     # ------------------------------------------------------------------ memory
