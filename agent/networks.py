@@ -39,10 +39,12 @@ def polyak(online, target, rate: float | jax.Array):
 
 
 def batched_apply(fn, inputs: jax.Array, chunk: int) -> jax.Array:
-    """fn over `inputs` [N, ...] in fixed chunks of `chunk` rows with lax.map (bounded memory)."""
+    """fn(index, rows) over `inputs` [N, ...] in fixed chunks of `chunk` rows with lax.map
+    (bounded memory); `index` is the chunk's number, rows [chunk, ...], the last zero-padded."""
     n = inputs.shape[0]
     chunk = max(1, min(chunk, n))
     count = -(-n // chunk)
     padded = jnp.concatenate([inputs, jnp.zeros((count * chunk - n, *inputs.shape[1:]))], 0)
-    out = jax.lax.map(fn, padded.reshape(count, chunk, *inputs.shape[1:]))
+    chunks = (jnp.arange(count), padded.reshape(count, chunk, *inputs.shape[1:]))
+    out = jax.lax.map(lambda c: fn(*c), chunks)
     return out.reshape(count * chunk, *out.shape[2:])[:n]

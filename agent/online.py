@@ -5,7 +5,7 @@ Env steps are the run's clock: `train.steps`, `log_every`, `eval_every`, `checkp
 (`gem.train_every`). Every chunk of environment steps is handed to `agent.observe` in one call.
 
 Exact resume. The checkpoint holds the agent state, whose replay holds every transition of the
-episode in progress, plus the loop counters (`initial_loop_state`). Training episodes are reset with
+episode in progress, plus the loop counters (`loop_state`). Training episodes are reset with
 seed TRAIN_SEED_OFFSET + 100,000 * seed + episode index and the behaviour actions are functions
 of (seed, env step, parameters), so on resume the loop resets the episode in progress with its
 seed and replays its stored actions: the simulator is back in the exact state it had (MuJoCo
@@ -25,20 +25,22 @@ import envs
 from agent.config import Config, ConfigError
 from agent.logger import Logger
 from agent.methods import make_agent
-from agent.replay import OFFLINE_FIELDS
+from agent.replay import row_spec
 from agent.train import after_chunk, final_evaluation, prepare_logdir, resume, save_on_interrupt
 
 TRAIN_SEED_OFFSET = 1_000_000  # training resets; evaluation uses 10,000 + 100 * seed + i
 SNAPSHOT_DIR = "snapshots"
 
 
-def initial_loop_state() -> dict:
-    """The loop counters at the start of a run (kept in the agent state, so checkpointed)."""
+def loop_state(
+    env_steps: int = 0, episode: int = 0, episode_steps: int = 0, episode_return: float = 0.0
+) -> dict:
+    """The loop counters (kept in the agent state, so checkpointed); no arguments: a new run."""
     return {
-        "env_steps": jnp.int32(0),
-        "episode": jnp.int32(0),
-        "episode_steps": jnp.int32(0),
-        "episode_return": jnp.float32(0.0),
+        "env_steps": jnp.int32(env_steps),
+        "episode": jnp.int32(episode),
+        "episode_steps": jnp.int32(episode_steps),
+        "episode_return": jnp.float32(episode_return),
     }
 
 
@@ -121,12 +123,7 @@ class EpisodeRunner:
             self.obs = self._reset()
 
     def loop_state(self, env_steps: int) -> dict:
-        return {
-            "env_steps": jnp.int32(env_steps),
-            "episode": jnp.int32(self.episode),
-            "episode_steps": jnp.int32(self.steps),
-            "episode_return": jnp.float32(self.ret),
-        }
+        return loop_state(env_steps, self.episode, self.steps, self.ret)
 
     def pop_finished(self) -> dict:
         if not self.finished:
@@ -140,11 +137,10 @@ class EpisodeRunner:
         }
 
 
-def _empty_rows(count: int, obs_dim: int, act_dim: int) -> dict:
-    dims = {"observations": obs_dim, "next_observations": obs_dim, "actions": act_dim}
-    return {
-        k: np.zeros((count, dims[k]) if k in dims else (count,), np.float32) for k in OFFLINE_FIELDS
-    }
+def empty_rows(count: int, obs_dim: int, act_dim: int) -> dict:
+    """Host arrays for `count` transitions in the replay's row layout."""
+    spec = row_spec(obs_dim, act_dim)
+    return {k: np.zeros((count, *shape), dtype) for k, (shape, dtype) in spec.items()}
 
 
 def save_snapshot(logdir: Path, step: int, params: dict) -> Path:
@@ -179,21 +175,19 @@ def train_online(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     runner.replay_episode(state.replay)
     logger = Logger(logdir, total, initial_step=step, quiet=quiet)
     try:
-        state = _loop(cfg, agent, state, runner, step, logger, logdir)
+        state = _loop(cfg, spec, agent, state, runner, step, logger, logdir)
         return final_evaluation(cfg, agent, state, logger, logdir, total)
     finally:
         runner.env.close()
         logger.close()
 
 
-def _loop(cfg, agent, state, runner, step, logger, logdir):
-
+def _loop(cfg, spec, agent, state, runner, step, logger, logdir):
     t, section = cfg.train, cfg[cfg.method]
     chunk = section.train_every
-    spec = envs.get_task(cfg.task)
     last_time, last_step = time.perf_counter(), step
     while step < t.steps:
-        rows = _empty_rows(chunk, spec.obs_dim, spec.act_dim)
+        rows = empty_rows(chunk, spec.obs_dim, spec.act_dim)
         try:
             for i in range(chunk):
                 runner.step(agent.explore(state, runner.obs, step + i), rows, i)

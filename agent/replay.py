@@ -34,6 +34,12 @@ OFFLINE_FIELDS = (
 )
 
 
+def row_spec(obs_dim: int, act_dim: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shapes and dtypes of one row in the offline layout (OFFLINE_FIELDS), for `empty`."""
+    shapes = {"observations": (obs_dim,), "actions": (act_dim,), "next_observations": (obs_dim,)}
+    return {k: (shapes.get(k, ()), np.dtype(np.float32)) for k in OFFLINE_FIELDS}
+
+
 class Replay(NamedTuple):
     """Ring buffer of `capacity` rows; rows [0, size) are valid, `cursor` is the next write."""
 

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.gem import GEMAgent  # noqa: E402
-from agent.online import _empty_rows  # noqa: E402
+from agent.online import empty_rows  # noqa: E402
 
 
 def filled_state(agent: GEMAgent, spec, capacity: int, chunk: int):
@@ -32,7 +32,7 @@ def filled_state(agent: GEMAgent, spec, capacity: int, chunk: int):
     rng = np.random.default_rng(0)
     state = agent.init_state(jax.random.PRNGKey(0))
     for start in range(0, capacity, chunk):
-        rows = _empty_rows(chunk, spec.obs_dim, spec.act_dim)
+        rows = empty_rows(chunk, spec.obs_dim, spec.act_dim)
         for key in ("observations", "next_observations", "rewards"):
             rows[key][:] = rng.normal(size=rows[key].shape)
         rows["actions"][:] = rng.uniform(-1, 1, rows["actions"].shape)

@@ -38,9 +38,8 @@ from agent import replay as replay_lib
 from agent.config import ConfigError
 from agent.gem import losses
 from agent.gem.networks import actor, critics
-from agent.memory import memory_returns_twin
-from agent.networks import polyak
-from agent.replay import OFFLINE_FIELDS
+from agent.memory import replay_memory_returns
+from agent.networks import batched_apply, polyak
 
 EXPLORATION_SEED_SALT = 0x6E3  # separates exploration keys from the state's training key
 
@@ -56,13 +55,7 @@ class GEMState(NamedTuple):
     memory: jax.Array  # [capacity, 2] memory returns (R^A, R^B) of every stored row
     key: jax.Array
     step: jax.Array  # gradient steps done
-    loop: dict  # the online loop's counters (agent.online.initial_loop_state), checkpointed
-
-
-def row_spec(obs_dim: int, act_dim: int) -> dict:
-    """Shapes and dtypes of one replay row (the offline layout, so every method reads it)."""
-    shapes = {"observations": (obs_dim,), "actions": (act_dim,), "next_observations": (obs_dim,)}
-    return {k: (shapes.get(k, ()), np.float32) for k in OFFLINE_FIELDS}
+    loop: dict  # the online loop's counters (agent.online.loop_state), checkpointed
 
 
 class GEMAgent:
@@ -114,7 +107,7 @@ class GEMAgent:
         actor_params = self.actor_net.init(actor_key, obs)
         critic_params = self.critic_net.init(critic_key, obs, jnp.zeros((1, self.act_dim)))
         capacity = self.g.capacity
-        from agent.online import initial_loop_state  # the loop owns its counters
+        from agent.online import loop_state  # the loop owns its counters
 
         return GEMState(
             actor_params=actor_params,
@@ -123,11 +116,11 @@ class GEMAgent:
             target_critic_params=jax.tree.map(jnp.copy, critic_params),
             actor_opt_state=self.actor_opt.init(actor_params),
             critic_opt_state=self.critic_opt.init(critic_params),
-            replay=replay_lib.empty(row_spec(self.obs_dim, self.act_dim), capacity),
+            replay=replay_lib.empty(replay_lib.row_spec(self.obs_dim, self.act_dim), capacity),
             memory=jnp.zeros((capacity, 2), jnp.float32),
             key=key,
             step=jnp.int32(0),
-            loop=initial_loop_state(),
+            loop=loop_state(),
         )
 
     # ------------------------------------------------------------------ memory
@@ -148,36 +141,27 @@ class GEMAgent:
         replay = state.replay
         capacity = replay.capacity
         chunk = min(self.g.refresh_chunk, capacity)
-        count = -(-capacity // chunk)
-        next_obs = replay.data["next_observations"]
-        next_obs = jnp.concatenate([next_obs, jnp.zeros((count * chunk - capacity, self.obs_dim))])
+        keys = jax.random.split(key, -(-capacity // chunk))
 
-        def values_of(inputs):
-            index, obs, chunk_key = inputs
+        def values_of(index, obs):
             # Chunks past the filled rows are skipped (a partly filled memory costs less).
             return jax.lax.cond(
                 index * chunk < replay.size,
-                lambda: self.target_twin_values(state, obs, chunk_key),
+                lambda: self.target_twin_values(state, obs, keys[index]),
                 lambda: jnp.zeros((chunk, 2), jnp.float32),
             )
 
-        inputs = (
-            jnp.arange(count),
-            next_obs.reshape(count, chunk, self.obs_dim),
-            jax.random.split(key, count),
-        )
-        values = jax.lax.map(values_of, inputs).reshape(count * chunk, 2)[:capacity]
-
-        shift = -replay.cursor
+        values = batched_apply(values_of, replay.data["next_observations"], chunk)
         valid = jnp.arange(capacity) < replay.size
         ends = (replay.data["episode_ends"] > 0.5) | ~valid
-        returns = memory_returns_twin(
-            jnp.roll(replay.data["rewards"], shift),
-            jnp.roll(values, shift, axis=0),
-            jnp.roll(1.0 - replay.data["masks"], shift),
-            jnp.roll(ends.astype(jnp.float32), shift),
-            self.g.gamma,
-        )
+        oldest_first = {
+            "rewards": replay.data["rewards"],
+            "masks": replay.data["masks"],
+            "episode_ends": ends.astype(jnp.float32),
+        }
+        oldest_first = {k: jnp.roll(v, -replay.cursor) for k, v in oldest_first.items()}
+        values = jnp.roll(values, -replay.cursor, axis=0)
+        returns = replay_memory_returns(values, oldest_first, self.g.gamma)
         return jnp.roll(returns, replay.cursor, axis=0)
 
     # ------------------------------------------------------------------ updates

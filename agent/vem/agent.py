@@ -162,7 +162,7 @@ class VEMAgent:
     def next_values(self, params: dict, state: VEMState, data: dict) -> jax.Array:
         """[N, 2] estimators V^(X)(s_{t+1}) of `params`' heads on every row's next observation."""
 
-        def heads(obs):
+        def heads(_, obs):
             return self.value_net.apply(params, obs, state.obs_mean, state.obs_std)
 
         values = batched_apply(heads, data["next_observations"], self.v.refresh_chunk)
