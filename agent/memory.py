@@ -16,17 +16,29 @@ Conventions (shared by every form):
 * d_t = terminal_t; with `bootstrap_timeouts=False` every trajectory end also gets d_t = 1 (the
   official VEM code's treatment of timeouts, §1.3). Rows inside a trajectory have d_t = 0.
 * The h = 0 ("one-step") candidate of row t is  a^X_t = r_t + gamma (1 - d_t) V^X(s_{t+1})
-  (a value of a terminal successor is never read, so inf/NaN there is harmless). A truncated
-  trajectory's last row therefore bootstraps from V^X(s_{T+1}) through a^X_T only: there is no
-  horizon h >= 1 beyond a trajectory end (GEM's sentinel row gives the same result).
+  (a value of a terminal successor is never read, so inf/NaN there is harmless).
 * Candidates of row t:  R^X_{t,0} = a^X_t,  R^X_{t,h} = r_t + gamma R^X_{t+1,h-1}  (h >= 1, while
   t + h stays inside the trajectory), i.e. R^X_{t,h} = sum_{k<=h} gamma^k r_{t+k}
   + gamma^{h+1} (1 - d_{t+h}) V^X(s_{t+h+1}).
+* Default (`end_sentinel=False`): h runs over 0..T-t for a trajectory ending at row T, so the
+  last row of a truncated trajectory has the single candidate R_{T,0} = a_T, which is
+  r_T + gamma V(s_{T+1}) when timeouts are bootstrapped, whatever the sign of V(s_{T+1}).
+* `end_sentinel=True`: the official GEM code's layout (§1.3), where every trajectory end is
+  followed by a sentinel row (reward 0, terminal, so its own return is 0). Each row t then has
+  one more candidate, h = T-t+1, the horizon reaching the sentinel:
+  R^X_{t,T-t+1} = sum_{k=0}^{T-t} gamma^k r_{t+k} (the truncated Monte-Carlo return, equal for
+  both estimators). At a truncated end (d_T = 0) Form A gives R_T = max(r_T + gamma V(s_{T+1}),
+  r_T), which differs from the default exactly when V(s_{T+1}) < 0, and inside the trajectory
+  R_t = max(default R_t, sum_{k=0}^{T-t} gamma^k r_{t+k}); Form B may pick that horizon as h*_X.
+  At a terminal end, or any end with `bootstrap_timeouts=False` (d_T = 1), the extra candidate
+  equals R_{t,T-t}, so Forms A and B are unchanged there; Form C's weighted mean counts it with
+  weight beta^{T-t+1} at every end. The sentinel rows themselves are not part of the output.
 
 Forms:
 
 * `memory_returns_max`  (Form A)  R_t = max_h R_{t,h}, i.e. R_t = max(a_t, r_t + gamma R_{t+1})
-  inside a trajectory and R_T = a_T at its end. Works column-wise for any K.
+  inside a trajectory and R_T = a_T at its end (max(a_T, r_T) with the sentinel). Works
+  column-wise for any K.
 * `memory_returns_twin` (Form B)  h*_X = first argmax_h R^X_{t,h} (ties -> shortest horizon),
   R^(1)_t = max(R^(2)_{t,h*_1}, R^(1)_{t,0}),  R^(2)_t = max(R^(1)_{t,h*_2}, R^(2)_{t,0}).
 * `memory_returns_mixture` (Form C, code option beta > 0) R^X_t = max(Rbar^Y_t, R^X_{t,0}) with
@@ -182,7 +194,7 @@ def _prepare(rewards, next_values, terminals, episode_ends, gamma, bootstrap_tim
     return rewards, ends, a, gamma
 
 
-@functools.partial(jax.jit, static_argnames=("bootstrap_timeouts", "num_lanes"))
+@functools.partial(jax.jit, static_argnames=("bootstrap_timeouts", "num_lanes", "end_sentinel"))
 def memory_returns_max(
     rewards: jax.Array,
     next_values: jax.Array,
@@ -191,6 +203,7 @@ def memory_returns_max(
     gamma: jax.Array | float,
     bootstrap_timeouts: bool = True,
     num_lanes: int | None = None,
+    end_sentinel: bool = False,
 ) -> jax.Array:
     """Form A (max recursion): the best n-step return along the stored trajectory.
 
@@ -198,8 +211,11 @@ def memory_returns_max(
             = r_t + gamma max(R_{t+1}, V(s_{t+1})),
         R_T = a_T = r_T + gamma (1 - d_T) V(s_{T+1})   at its last row T,
 
-    i.e. R_t = max_{h=0..T-t} R_{t,h}. next_values [N] -> [N]; [N, K] -> [N, K] (K independent
-    estimators, e.g. VEM's two pairs). `num_lanes` defaults to `default_num_lanes(N)`.
+    i.e. R_t = max_{h=0..T-t} R_{t,h}. With `end_sentinel` (the official sentinel row after each
+    end, see the module docstring) R_T = max(a_T, r_T) instead, i.e. R_t additionally floored by
+    the truncated Monte-Carlo return sum_{k=0}^{T-t} gamma^k r_{t+k}. next_values [N] -> [N];
+    [N, K] -> [N, K] (K independent estimators, e.g. VEM's two pairs). `num_lanes` defaults to
+    `default_num_lanes(N)`.
     """
     squeeze = jnp.ndim(next_values) == 1
     values = jnp.asarray(next_values)[:, None] if squeeze else jnp.asarray(next_values)
@@ -209,7 +225,12 @@ def memory_returns_max(
 
     def step(m_next, x):
         end, r, a_t = x
-        m = jnp.where(end[:, None], a_t, jnp.maximum(a_t, r[:, None] + gamma * m_next))
+        if end_sentinel:
+            # An end row continues into the sentinel, whose return is 0.
+            m_next = jnp.where(end[:, None], jnp.zeros_like(m_next), m_next)
+            m = jnp.maximum(a_t, r[:, None] + gamma * m_next)
+        else:
+            m = jnp.where(end[:, None], a_t, jnp.maximum(a_t, r[:, None] + gamma * m_next))
         return m, m
 
     lanes = num_lanes or default_num_lanes(rewards.shape[0])
@@ -218,7 +239,7 @@ def memory_returns_max(
     return out[:, 0] if squeeze else out
 
 
-@functools.partial(jax.jit, static_argnames=("bootstrap_timeouts", "num_lanes"))
+@functools.partial(jax.jit, static_argnames=("bootstrap_timeouts", "num_lanes", "end_sentinel"))
 def memory_returns_twin(
     rewards: jax.Array,
     next_values: jax.Array,
@@ -227,6 +248,7 @@ def memory_returns_twin(
     gamma: jax.Array | float,
     bootstrap_timeouts: bool = True,
     num_lanes: int | None = None,
+    end_sentinel: bool = False,
 ) -> jax.Array:
     """Form B (twin back-propagation, VEM/GEM `episodic_memory_tbp`): next_values [N, 2] -> [N, 2].
 
@@ -239,6 +261,10 @@ def memory_returns_twin(
     keep the one with the larger first entry, h = 0 on ties (and always at a trajectory end).
     Because x -> r + gamma x is increasing, the first argmax over h >= 1 at t is the first argmax
     at t+1 shifted by one, so the carry suffices. Output: max(C^X_t, a^X_t).
+
+    With `end_sentinel` an end row is not forced to h = 0: it continues into the sentinel's carry
+    (0, 0), so its h = 1 candidate is (r_T, r_T); e.g. at a truncated end
+    R^X_T = r_T if a^X_T < r_T (Q^X(s_{T+1}) < 0), else max(a^X_T, a^Y_T) (the default's value).
     """
     rewards, ends, a, gamma = _prepare(
         rewards, next_values, terminals, episode_ends, gamma, bootstrap_timeouts
@@ -249,8 +275,14 @@ def memory_returns_twin(
     def step(carry, x):
         m_next, c_next = carry
         end, r, a_t = x
+        if end_sentinel:
+            # An end row continues into the sentinel, whose carry is (0, 0).
+            m_next = jnp.where(end[:, None], jnp.zeros_like(m_next), m_next)
+            c_next = jnp.where(end[:, None], jnp.zeros_like(c_next), c_next)
         m_cont = r[:, None] + gamma * m_next
-        take_now = end[:, None] | (a_t >= m_cont)
+        take_now = a_t >= m_cont
+        if not end_sentinel:
+            take_now = take_now | end[:, None]
         m = jnp.where(take_now, a_t, m_cont)
         c = jnp.where(take_now, a_t[:, ::-1], r[:, None] + gamma * c_next)
         return (m, c), c
@@ -261,7 +293,7 @@ def memory_returns_twin(
     return jnp.maximum(cross, a)
 
 
-@functools.partial(jax.jit, static_argnames=("bootstrap_timeouts", "num_lanes"))
+@functools.partial(jax.jit, static_argnames=("bootstrap_timeouts", "num_lanes", "end_sentinel"))
 def memory_returns_mixture(
     rewards: jax.Array,
     next_values: jax.Array,
@@ -271,6 +303,7 @@ def memory_returns_mixture(
     beta: jax.Array | float,
     bootstrap_timeouts: bool = True,
     num_lanes: int | None = None,
+    end_sentinel: bool = False,
 ) -> jax.Array:
     """Form C (twin class with beta in (0, 1)): next_values [N, 2] -> [N, 2].
 
@@ -279,7 +312,9 @@ def memory_returns_mixture(
 
     O(T) sweep: S^X_t = sum_h beta^h R^X_{t,h}, W_t = sum_h beta^h obey
     S^X_t = a^X_t + beta (r_t W_{t+1} + gamma S^X_{t+1}),  W_t = 1 + beta W_{t+1}
-    (S = a, W = 1 at a trajectory end).
+    (S = a, W = 1 at a trajectory end). With `end_sentinel` the sums also run over h = T-t+1 (the
+    sentinel horizon, candidate sum_{k=0}^{T-t} gamma^k r_{t+k}): an end row continues from the
+    sentinel's (S, W) = (0, 1), giving S_T = a_T + beta r_T, W_T = 1 + beta, at every end.
     """
     rewards, ends, a, gamma = _prepare(
         rewards, next_values, terminals, episode_ends, gamma, bootstrap_timeouts
@@ -291,8 +326,17 @@ def memory_returns_mixture(
     def step(carry, x):
         s_next, w_next = carry
         end, r, a_t = x
-        s = jnp.where(end[:, None], a_t, a_t + beta * (r * w_next)[:, None] + beta * gamma * s_next)
-        w = jnp.where(end, 1.0, 1.0 + beta * w_next)
+        if end_sentinel:
+            # An end row continues from the sentinel: one candidate (h = 0) of return 0.
+            s_next = jnp.where(end[:, None], jnp.zeros_like(s_next), s_next)
+            w_next = jnp.where(end, jnp.ones_like(w_next), w_next)
+            s = a_t + beta * (r * w_next)[:, None] + beta * gamma * s_next
+            w = 1.0 + beta * w_next
+        else:
+            s = jnp.where(
+                end[:, None], a_t, a_t + beta * (r * w_next)[:, None] + beta * gamma * s_next
+            )
+            w = jnp.where(end, 1.0, 1.0 + beta * w_next)
         return (s, w), s / w[:, None]
 
     lanes = num_lanes or default_num_lanes(rewards.shape[0])
@@ -307,12 +351,18 @@ def replay_memory_returns(
     gamma: float,
     form: str = "twin",
     bootstrap_timeouts: bool = True,
+    end_sentinel: bool = False,
 ) -> jax.Array:
     """The shared kernel on the dataset in storage order: next_values [N, 2] -> R^ [N, 2].
 
+    form "twin" = `memory_returns_twin` (Form B), anything else = `memory_returns_max` (Form A).
     terminals = 1 - masks; trajectory ends come from `episode_ends` (timeouts and gaps), so a
-    truncated trajectory bootstraps from V(s_{T+1}) unless bootstrap_timeouts is False (the
-    official code's treatment, §1.3).
+    truncated trajectory's last row T bootstraps from V(s_{T+1}) unless bootstrap_timeouts is
+    False (the official VEM code's treatment, §1.3). By default its return is exactly
+    r_T + gamma V(s_{T+1}) (Form A; Form B: the larger of the two estimators' values); with
+    `end_sentinel` (the official GEM code's sentinel row after each end, §1.3) it is
+    max(r_T + gamma V(s_{T+1}), r_T) (Form A; Form B: see `memory_returns_twin`), and earlier
+    rows also consider the truncated Monte-Carlo return (module docstring).
     """
     kernel = memory_returns_twin if form == "twin" else memory_returns_max
     terminals = 1.0 - data["masks"]
@@ -323,16 +373,21 @@ def replay_memory_returns(
         data["episode_ends"],
         gamma,
         bootstrap_timeouts=bootstrap_timeouts,
+        end_sentinel=end_sentinel,
     )
 
 
 def check_max_step(
-    episode_ends: np.ndarray, max_step: int | None, terminals: np.ndarray | None = None
+    episode_ends: np.ndarray,
+    max_step: int | None,
+    terminals: np.ndarray | None = None,
+    end_sentinel: bool = False,
 ) -> None:
     """Host-side guard for the official `max_step` horizon cap (h <= max_step - 1).
 
     The kernels implement the uncapped sweep, which equals the capped one exactly when no
-    stored trajectory (same end rule as `trajectory_end_mask`) is longer than `max_step`.
+    stored trajectory (same end rule as `trajectory_end_mask`) is longer than `max_step` rows,
+    counting the sentinel row with `end_sentinel` (its horizon must also fit under the cap).
     Raises NotImplementedError otherwise.
     """
     if max_step is None:
@@ -345,9 +400,10 @@ def check_max_step(
     last = np.flatnonzero(ends)
     if len(last) == 0 or last[-1] != len(ends) - 1:
         last = np.append(last, len(ends) - 1)
-    longest = int(np.diff(np.concatenate([[-1], last])).max())
+    longest = int(np.diff(np.concatenate([[-1], last])).max()) + int(end_sentinel)
     if longest > max_step:
         raise NotImplementedError(
-            f"a stored trajectory has {longest} rows > max_step={max_step}; the horizon cap is "
+            f"a stored trajectory has {longest} rows{' with its sentinel' * end_sentinel} > "
+            f"max_step={max_step}; the horizon cap is "
             "not implemented (the uncapped sweep would differ)"
         )

@@ -1,25 +1,23 @@
-"""The method registry: config key `method` -> agent class."""
+"""The method registry: config key `method` -> agent class, imported on first use."""
 
 from __future__ import annotations
 
-from agent.base import Agent
-from agent.bc import BCAgent
+import importlib
+
 from agent.config import ConfigError
-from agent.gem import GEMAgent
-from agent.leq.agent import LEQAgent
-from agent.vem import VEMAgent
-from envs.offline_data import OfflineData
+from agent.protocol import Agent
 
-METHODS = {"bc": BCAgent, "gem": GEMAgent, "leq": LEQAgent, "vem": VEMAgent}
-
-
-def make_agent(cfg, obs_dim: int, act_dim: int, data: OfflineData | None) -> Agent:
-    """Build the agent named by `cfg.method` (data supplies normalisation statistics)."""
-    if cfg.method not in METHODS:
-        raise ConfigError(f"method '{cfg.method}' is not one of: {', '.join(sorted(METHODS))}")
-    return METHODS[cfg.method](cfg, obs_dim, act_dim, data)
+METHODS = {
+    "bc": "agent.bc.agent:BCAgent",
+    "gem": "agent.gem.agent:GEMAgent",
+    "leq": "agent.leq.agent:LEQAgent",
+    "vem": "agent.vem.agent:VEMAgent",
+}
 
 
-def is_online(method: str) -> bool:
-    """True for methods that collect their own data (no dataset is loaded for them)."""
-    return bool(getattr(METHODS.get(method), "online", False))
+def agent_class(method: str) -> type[Agent]:
+    """The agent class registered as `method` (ConfigError for an unknown name)."""
+    if method not in METHODS:
+        raise ConfigError(f"method '{method}' is not one of: {', '.join(sorted(METHODS))}")
+    module, name = METHODS[method].split(":")
+    return getattr(importlib.import_module(module), name)

@@ -8,6 +8,8 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from agent.observations import normalize
+
 
 def mlp(hidden: Sequence[int], out: int, layer_norm: bool = False):
     """Dense -> [LayerNorm] -> ReLU for each hidden size, then a linear output layer."""
@@ -27,7 +29,7 @@ def deterministic_policy(hidden: Sequence[int], act_dim: int) -> hk.Transformed:
     """a = tanh(MLP((s - mean) / std)); the normaliser is passed in, not learned."""
 
     def forward(obs: jax.Array, obs_mean: jax.Array, obs_std: jax.Array) -> jax.Array:
-        x = (obs - obs_mean) / obs_std
+        x = normalize(obs, obs_mean, obs_std)
         return jnp.tanh(mlp(hidden, act_dim)(x))
 
     return hk.without_apply_rng(hk.transform(forward))

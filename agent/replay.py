@@ -1,43 +1,59 @@
 """One replay for every method: offline datasets, model-generated data and online experience.
 
-The replay is a pytree of device arrays plus two counters, so it can live inside a jitted update
-and be sampled there (no host round trip per batch). Three uses:
+A replay row holds `observations` and `next_observations` (dicts of typed fields: float32
+states, uint8 images), `actions`, `rewards`, `masks` (0 at a true terminal), `timeouts` and
+`episode_ends`. Each field keeps its own dtype.
 
-* offline data: filled once from an `OfflineData`, in dataset order, trajectory ends kept, so that
-  memory-based planning can sweep whole trajectories (`trajectory_bounds`);
-* model-generated data: a FIFO ring buffer (`add` overwrites the oldest rows);
-* online experience: the same ring buffer, filled step by step.
+Two homes for the rows:
 
-Sampling is vectorised: one `jax.random` draw of indices and one gather per field.
+* `Replay`, a pytree of device arrays plus two counters, lives inside jitted programs and is
+  sampled there (no host round trip per batch): offline datasets that fit on the device, model
+  buffers and online experience (a FIFO ring buffer, `add` overwrites the oldest rows);
+* `HostReplay`, NumPy arrays on the host for datasets too large for the device (1M frames):
+  `Prefetcher` draws the batches of the next chunk on a background thread and moves them to the
+  device ahead of use.
+
+Both sample the same way: uniform rows with replacement (`sample`), and contiguous windows that
+never cross a trajectory end (`sample_windows`, for sequence models). Every sample carries the
+`index` of its rows, so per-row agent data (memory returns) can be gathered beside it.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.offline_data import OfflineData
+from agent.protocol import Spec
 
-Batch = dict[str, jax.Array]
-
-OFFLINE_FIELDS = (
-    "observations",
-    "actions",
-    "rewards",
-    "next_observations",
-    "masks",
-    "timeouts",
-    "episode_ends",
-)
+Batch = dict[str, Any]
+OBS_FIELDS = ("observations", "next_observations")
+SCALAR_FIELDS = ("rewards", "masks", "timeouts", "episode_ends")
 
 
-def row_spec(obs_dim: int, act_dim: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shapes and dtypes of one row in the offline layout (OFFLINE_FIELDS), for `empty`."""
-    shapes = {"observations": (obs_dim,), "actions": (act_dim,), "next_observations": (obs_dim,)}
-    return {k: (shapes.get(k, ()), np.dtype(np.float32)) for k in OFFLINE_FIELDS}
+def row_spec(spec: Spec) -> dict:
+    """Shape and dtype of one row of every field, for `empty` and for host-side chunk rows."""
+    obs = {k: (tuple(f.shape), np.dtype(f.dtype)) for k, f in spec.obs.items()}
+    rows: dict = {"observations": obs, "next_observations": dict(obs)}
+    rows["actions"] = ((spec.act_dim,), np.dtype(np.float32))
+    rows.update({k: ((), np.dtype(np.float32)) for k in SCALAR_FIELDS})
+    return rows
+
+
+def _is_leaf_spec(x: Any) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], np.dtype)
+
+
+def host_rows(spec: Spec, count: int) -> Batch:
+    """Zeroed host arrays for `count` rows in the replay layout."""
+    return jax.tree.map(
+        lambda s: np.zeros((count, *s[0]), s[1]), row_spec(spec), is_leaf=_is_leaf_spec
+    )
 
 
 class Replay(NamedTuple):
@@ -49,38 +65,68 @@ class Replay(NamedTuple):
 
     @property
     def capacity(self) -> int:
-        return next(iter(self.data.values())).shape[0]
+        return jax.tree.leaves(self.data)[0].shape[0]
 
 
-def empty(spec: dict[str, tuple[tuple[int, ...], np.dtype]], capacity: int) -> Replay:
-    """An empty replay whose field `k` holds rows of shape spec[k][0] and dtype spec[k][1]."""
-    data = {k: jnp.zeros((capacity, *shape), dtype) for k, (shape, dtype) in spec.items()}
+def empty(spec: Spec, capacity: int) -> Replay:
+    """An empty device replay of `capacity` rows in the layout of `row_spec(spec)`."""
+    data = jax.tree.map(
+        lambda s: jnp.zeros((capacity, *s[0]), s[1]), row_spec(spec), is_leaf=_is_leaf_spec
+    )
     return Replay(data, jnp.int32(0), jnp.int32(0))
 
 
-def from_offline(data: OfflineData) -> Replay:
-    """A full replay holding the dataset in order (sampling never overwrites it)."""
-    arrays = {k: jnp.asarray(getattr(data, k), jnp.float32) for k in OFFLINE_FIELDS}
-    n = len(data)
-    return Replay(arrays, jnp.int32(n), jnp.int32(0))  # full: the next write wraps to row 0
+def buffer(fields: dict[str, tuple[tuple[int, ...], Any]], capacity: int) -> Replay:
+    """An empty device ring buffer with arbitrary flat fields (e.g. a model's start states)."""
+    data = {k: jnp.zeros((capacity, *shape), dtype) for k, (shape, dtype) in fields.items()}
+    return Replay(data, jnp.int32(0), jnp.int32(0))
+
+
+def full(arrays: Batch) -> Replay:
+    """A device replay holding `arrays` (rows in order); full, so sampling never overwrites."""
+    data = jax.tree.map(jnp.asarray, arrays)
+    n = jax.tree.leaves(data)[0].shape[0]
+    return Replay(data, jnp.int32(n), jnp.int32(0))  # full: the next write wraps to row 0
 
 
 def add(replay: Replay, rows: Batch) -> Replay:
     """Write a batch of rows at the cursor (FIFO: the oldest rows are overwritten). Jittable."""
-    count = next(iter(rows.values())).shape[0]
+    count = jax.tree.leaves(rows)[0].shape[0]
     capacity = replay.capacity
     positions = (replay.cursor + jnp.arange(count)) % capacity
-    data = {k: replay.data[k].at[positions].set(rows[k].astype(replay.data[k].dtype)) for k in rows}
-    data = {**replay.data, **data}
+    data = jax.tree.map(
+        lambda old, new: old.at[positions].set(jnp.asarray(new).astype(old.dtype)),
+        replay.data,
+        rows,
+    )
     size = jnp.minimum(replay.size + count, capacity)
     cursor = (replay.cursor + count) % capacity
     return Replay(data, size.astype(jnp.int32), cursor.astype(jnp.int32))
 
 
-def sample(replay: Replay, key: jax.Array, batch_size: int) -> Batch:
+def gather(data: Batch, idx: Any) -> Batch:
+    """Rows `idx` (any integer array shape) of every field, with the indices as `index`."""
+    out = jax.tree.map(lambda v: v[idx], data)
+    out["index"] = idx
+    return out
+
+
+class FedBatch(NamedTuple):
+    """One step's batch, drawn on the host from a `HostReplay` and fed into the jitted chunk;
+    `sample` returns it as it is (the agent's code is the same for both homes)."""
+
+    batch: Batch
+
+
+def sample(replay: Replay | FedBatch, key: jax.Array, batch_size: int) -> Batch:
     """Uniform sample of `batch_size` valid rows (with replacement). Jittable."""
+    if isinstance(replay, FedBatch):
+        got = replay.batch["index"].shape[0]
+        if got != batch_size:
+            raise ValueError(f"fed batch has {got} rows, the agent asked for {batch_size}")
+        return replay.batch
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(replay.size, 1))
-    return {k: v[idx] for k, v in replay.data.items()}
+    return gather(replay.data, idx)
 
 
 def trajectory_bounds(episode_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,22 +138,98 @@ def trajectory_bounds(episode_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return starts, (ends - starts + 1).astype(np.int64)
 
 
+def window_start_mask(episode_ends: Any, size: Any, length: int, xp: Any = jnp) -> Any:
+    """valid[i] = row i starts a `length`-row window inside [0, size) that no trajectory end
+    interrupts (no end among rows i .. i + length - 2); computed with a cumulative sum."""
+    capacity = episode_ends.shape[0]
+    ends = (episode_ends > 0.5).astype(xp.int32)
+    csum = xp.concatenate([xp.zeros(1, xp.int32), xp.cumsum(ends).astype(xp.int32)])
+    start = xp.arange(capacity)
+    stop = xp.minimum(start + length - 1, capacity)
+    crosses = (csum[stop] - csum[start]) > 0
+    return (start < size) & (start + length <= size) & ~crosses
+
+
 def sample_windows(replay: Replay, key: jax.Array, batch_size: int, length: int) -> Batch:
     """Contiguous windows of `length` rows that never cross a trajectory end. Jittable.
 
-    Each window's start is drawn uniformly among the valid starts: row i is a valid start when
-    none of rows i..i+length-2 ends its trajectory. Returns fields of shape [batch, length, ...].
+    Each window's start is drawn uniformly among the valid starts (`window_start_mask`).
+    Returns fields of shape [batch, length, ...] and `index` [batch, length].
     """
-    ends = replay.data["episode_ends"] > 0.5
-    valid_rows = jnp.arange(replay.capacity) < replay.size
-    # crosses[i] = any end among rows i .. i+length-2, computed with a cumulative sum.
-    csum = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(ends.astype(jnp.int32))])
-    start = jnp.arange(replay.capacity)
-    stop = jnp.minimum(start + length - 1, replay.capacity)
-    crosses = (csum[stop] - csum[start]) > 0
-    fits = start + length <= replay.size
-    ok = valid_rows & fits & ~crosses
+    ok = window_start_mask(replay.data["episode_ends"], replay.size, length)
     logits = jnp.where(ok, 0.0, -jnp.inf)
     starts = jax.random.categorical(key, logits, shape=(batch_size,))
-    idx = starts[:, None] + jnp.arange(length)[None, :]
-    return {k: v[idx] for k, v in replay.data.items()}
+    return gather(replay.data, starts[:, None] + jnp.arange(length)[None, :])
+
+
+class HostReplay:
+    """A full offline dataset kept in host memory (NumPy), sampled on the host.
+
+    Draws are functions of (seed, draw number), so a resumed run draws the same batches.
+    """
+
+    def __init__(self, arrays: Batch) -> None:
+        self.data = arrays
+        self.size = jax.tree.leaves(arrays)[0].shape[0]
+        self._starts: dict[int, np.ndarray] = {}
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """Uniform rows with replacement: fields [batch_size, ...] and `index`."""
+        return gather(self.data, rng.integers(0, self.size, batch_size))
+
+    def sample_windows(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
+        """Windows of `length` rows inside one trajectory: fields [batch_size, length, ...]."""
+        if length not in self._starts:
+            ok = window_start_mask(self.data["episode_ends"], self.size, length, xp=np)
+            self._starts[length] = np.flatnonzero(ok)
+        starts = self._starts[length]
+        if not len(starts):
+            raise ValueError(f"no trajectory holds a window of {length} rows")
+        first = starts[rng.integers(0, len(starts), batch_size)]
+        return gather(self.data, first[:, None] + np.arange(length)[None, :])
+
+
+def host_rng(seed: int, draw: int) -> np.random.Generator:
+    """The host sampler's generator for draw number `draw` of a run with `seed`."""
+    return np.random.default_rng([seed, draw])
+
+
+class Prefetcher:
+    """Batches for upcoming draws, made on a background thread and put on the device ahead.
+
+    make(draw) -> host batch; `get(draw)` returns the device batch of that draw. Draws are
+    requested in increasing order; up to `depth` are prepared ahead.
+    """
+
+    def __init__(self, make: Callable[[int], Batch], first: int, depth: int = 2) -> None:
+        self._make, self._next = make, first
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        draw = self._next
+        while not self._stop.is_set():
+            item = (draw, jax.device_put(self._make(draw)))
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            draw += 1
+
+    def get(self, draw: int) -> Batch:
+        got, batch = self._queue.get()
+        if got != draw:
+            raise RuntimeError(f"prefetcher out of order: wanted draw {draw}, got {got}")
+        return batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            yield self._queue.get()[1]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

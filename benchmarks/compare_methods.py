@@ -1,6 +1,6 @@
 """Compare methods on the same config and data over several seeds; prints one JSON object.
 
-Each (method, seed) is one call of `agent.train.train(cfg, logdir)` with `method` and `seed`
+Each (method, seed) is one call of `agent.runner.loop.train(cfg, logdir)` with `method` and `seed`
 overridden, so every method sees the same dataset (dataset.seed is not changed), the same
 gradient-step budget (train.steps) and the same evaluation protocol. Runs resume if their
 logdir already holds a finished or interrupted run.
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.config import load_config  # noqa: E402
-from agent.train import train  # noqa: E402
+from agent.runner.loop import train  # noqa: E402
 
 
 def run_one(configs: list[str], overrides: list[str], method: str, seed: int, root: Path) -> dict:

@@ -3,6 +3,11 @@ for 100 environment steps) with a full 100k-row memory, at the preset sizes ([40
 networks, batch 128). Prints ONE JSON object (seconds, median of timed calls after a warm-up;
 environment stepping is not included: it is ~1 % of a chunk on CPU).
 
+A chunk is timed as the runner runs it (agent/runner/loop.py): the chunk's 100 rows are written
+into the replay (`Programs.add`), then the jitted chunk program (`Programs.chunk`: `begin_chunk`
+= targets + memory refresh, then `gem.gradient_steps` `train` steps in a `lax.scan`).
+`gem_memory_refresh_s` times `GEMAgent.refresh_memory` alone.
+
     python benchmarks/gem_throughput.py [--task hopper] [--runs 5] [--quick]
 
 The two agents are timed alternately in one process, so their ratio is robust to machine noise.
@@ -22,24 +27,35 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import envs  # noqa: E402
+from agent import replay as replay_lib  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.gem import GEMAgent  # noqa: E402
-from agent.online import empty_rows  # noqa: E402
+from agent.gem.agent import LEARN  # noqa: E402
+from agent.programs import Programs  # noqa: E402
+from agent.runner.sources import online_context, task_spec  # noqa: E402
 
 
-def filled_state(agent: GEMAgent, spec, capacity: int, chunk: int):
-    """A state whose memory holds `capacity` rows of random 1000-step episodes."""
+def random_rows(spec, rng: np.random.Generator, start: int, count: int) -> dict:
+    """`count` rows of random 1000-step episodes, rows start .. start + count - 1."""
+    rows = replay_lib.host_rows(spec, count)
+    for key in ("observations", "next_observations"):
+        for field in rows[key].values():
+            field[:] = rng.normal(size=field.shape)
+    rows["rewards"][:] = rng.normal(size=rows["rewards"].shape)
+    rows["actions"][:] = rng.uniform(-1, 1, rows["actions"].shape)
+    rows["masks"][:] = 1.0
+    rows["episode_ends"][:] = (start + np.arange(count)) % 1000 == 999
+    return rows
+
+
+def filled_replay(programs: Programs, spec, capacity: int, chunk: int):
+    """A replay (the episodic memory) holding `capacity` rows, and the last chunk's rows."""
     rng = np.random.default_rng(0)
-    state = agent.init_state(jax.random.PRNGKey(0))
+    replay = replay_lib.empty(spec, capacity)
     for start in range(0, capacity, chunk):
-        rows = empty_rows(chunk, spec.obs_dim, spec.act_dim)
-        for key in ("observations", "next_observations", "rewards"):
-            rows[key][:] = rng.normal(size=rows[key].shape)
-        rows["actions"][:] = rng.uniform(-1, 1, rows["actions"].shape)
-        rows["masks"][:] = 1.0
-        rows["episode_ends"][:] = (start + np.arange(chunk)) % 1000 == 999
-        state, _ = agent.observe(state, rows, learn=False)
-    return state, rows
+        rows = random_rows(spec, rng, start, chunk)
+        replay = programs.add(replay, rows)
+    return replay, rows
 
 
 def main() -> None:
@@ -48,26 +64,36 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="debug sizes (smoke run)")
     args = parser.parse_args()
-    spec = envs.get_task(args.task)
+    task = envs.get_task(args.task)
+    spec = task_spec(task)
+    context = online_context(task, spec)
     presets = ["debug"] if args.quick else []
     agents = {
-        name: GEMAgent(load_config([f"{name}_{args.task}", *presets]), spec.obs_dim, spec.act_dim)
+        name: GEMAgent(load_config([f"{name}_{args.task}", *presets]), spec, context)
         for name in ("gem", "td3")
     }
     g = agents["gem"].g
-    states = {k: filled_state(a, spec, g.capacity, g.train_every) for k, a in agents.items()}
+    rng = jax.random.PRNGKey(0)
+    programs = {name: Programs(agent) for name, agent in agents.items()}
+    setups = {}
+    for name, agent in agents.items():
+        state = agent.init(rng, spec)
+        replay, rows = filled_replay(programs[name], spec, g.capacity, g.train_every)
+        chunk = programs[name].chunk(LEARN, agent.updates_per_chunk)
+        setups[name] = (state, replay, rows, chunk)
     refresh = jax.jit(agents["gem"].refresh_memory)
     times: dict[str, list[float]] = {"gem": [], "td3": [], "gem_refresh": []}
     for run in range(args.runs + 1):  # run 0 compiles
-        for name, agent in agents.items():
-            state, rows = states[name]
+        for name in agents:
+            state, replay, rows, chunk = setups[name]
             start = time.perf_counter()
-            jax.block_until_ready(agent.observe(state, rows, learn=True))
+            grown = programs[name].add(replay, rows)
+            jax.block_until_ready(chunk(state, grown, rng, 0))
             if run:
                 times[name].append(time.perf_counter() - start)
-        state = states["gem"][0]
+        state, replay, _, _ = setups["gem"]
         start = time.perf_counter()
-        jax.block_until_ready(refresh(state, state.key))
+        jax.block_until_ready(refresh(state, replay, rng))
         if run:
             times["gem_refresh"].append(time.perf_counter() - start)
     median = {k: float(np.median(v)) for k, v in times.items()}

@@ -6,8 +6,9 @@ how the actor gradient is computed: "production" = `action_gradients.production_
 (g_t for all t and the surrogate's parameter gradient from one backward sweep), "reference" =
 `action_gradients.reference` (jacrev, H+1 backward passes) then `losses.policy_surrogate`
 differentiated by ordinary AD. Defaults are hopper-shaped: batch 256, H 10, a 7-member 4x200
-Swish ensemble (the project's world model with "balanced" elite routing: about one member
-evaluation per sample per step), 3x256 actor and critic, obs 11, act 3.
+Swish ensemble (the project's world model, `EnsembleWorldModel.imagine_step` with "balanced" elite
+routing: about one member evaluation per sample per step, and Hopper's termination function as
+its continue flag), 3x256 actor and critic, obs 11, act 3.
 
 The imagination scans are fully unrolled in both variants. GFLOP per update comes from XLA's
 cost analysis of the compiled multi-update chunk: it counts a loop body once, so the chunk's
@@ -35,8 +36,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.leq import update as update_lib  # noqa: E402
-from agent.world_model import EnsembleConfig, EnsembleWorldModel, ensemble_step  # noqa: E402
-from envs.termination import hopper_termination as termination_fn  # noqa: E402
+from agent.world_model import EnsembleConfig, EnsembleWorldModel  # noqa: E402
+from envs.tasks.termination import hopper_termination as termination_fn  # noqa: E402
 
 GAMMA, LAM, TAU, BETA, EMA_RATE = 0.997, 0.95, 0.1, 0.25, 0.005
 OBS_DIM, ACT_DIM = 11, 3
@@ -52,8 +53,9 @@ class State(NamedTuple):
     key: jax.Array
 
 
-def build_model_step(cfg: dict, key: jax.Array):
-    """The project's ensemble (random weights) with balanced elite routing, as the agent runs it."""
+def build_world_step(cfg: dict, key: jax.Array):
+    """The project's ensemble (random weights) with balanced elite routing, as the agent runs it:
+    (obs, action, key) -> (next obs, reward, continue = 1 - hopper termination)."""
     wm_cfg = EnsembleConfig(
         num_members=cfg["members"],
         num_elites=cfg["elites"],
@@ -62,13 +64,14 @@ def build_model_step(cfg: dict, key: jax.Array):
         max_logvar_init=-4.0,  # modest noise keeps random rollouts alive longer
         elite_sampling="balanced",
     )
-    params = jax.jit(EnsembleWorldModel(OBS_DIM, ACT_DIM, wm_cfg).init_params)(key)
-    step = functools.partial(ensemble_step, params, elite_sampling="balanced")
-    name = "agent.world_model.ensemble_step(elite_sampling='balanced')"
-    return step, (params.input_mean, params.input_std), name
+    model = EnsembleWorldModel(OBS_DIM, ACT_DIM, wm_cfg, termination_fn)
+    params = jax.jit(model.init)(key)
+    step = functools.partial(model.imagine_step, params)
+    name = "agent.world_model.EnsembleWorldModel.imagine_step(elite_sampling='balanced')"
+    return step, model.input_scaler(params), name
 
 
-def make_update(cfg, variant, model_step, termination_fn, scaler):
+def make_update(cfg, variant, world_step, scaler):
     """The agent's own LEQ update (agent/leq/update.py) with the given action-gradient variant."""
     hyper = update_lib.LEQHyper(gamma=GAMMA, lam=LAM, horizon=cfg["horizon"], tau=TAU, beta=BETA,
                                 ema_rate=EMA_RATE)  # fmt: skip
@@ -77,7 +80,7 @@ def make_update(cfg, variant, model_step, termination_fn, scaler):
     def update(state: State, batch: dict) -> tuple[State, dict]:
         key, k_update = jax.random.split(state.key)
         ac, metrics = update_lib.leq_update(
-            nets, hyper, model_step, termination_fn, state.ac, scaler, batch["model_obs"],
+            nets, hyper, world_step, state.ac, scaler, batch["model_obs"],
             batch["data"], k_update, variant,
         )  # fmt: skip
         return State(ac, key), {k: metrics[k] for k in ("train/actor_loss", "train/critic_loss")}
@@ -144,14 +147,14 @@ def _sig(x: float, digits: int = 4) -> float:
 
 def measure(cfg: dict) -> dict:
     key_model, key_pool, key_init = jax.random.split(jax.random.PRNGKey(0), 3)
-    model_step, scaler, model_name = build_model_step(cfg, key_model)
+    world_step, scaler, model_name = build_world_step(cfg, key_model)
     pool = make_pool(key_pool, 4096)
     variants = ("production", "reference")
     results, chunks, states = {}, {}, {}
     for name in variants:
         # H-step scans fully unrolled in both variants: XLA:CPU runs them a little faster (no
         # per-call residual-buffer initialisation) and its cost analysis needs it anyway.
-        update, init = make_update(cfg, name, model_step, termination_fn, scaler)
+        update, init = make_update(cfg, name, world_step, scaler)
         state = init(key_init, pool["observations"][: cfg["batch"]])
         length = cfg["chunk_prod"] if name == "production" else cfg["chunk_ref"]
         t0 = time.perf_counter()

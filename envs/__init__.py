@@ -1,4 +1,11 @@
-"""Environments: the task table, simulators in D4RL's observation layouts, scores, terminations."""
+"""Environments and offline data, in two subpackages:
+
+* `envs.tasks`: the task table, simulators in D4RL's observation layouts, scores, terminations;
+* `envs.datasets`: dataset formats (D4RL HDF5, Minari), preprocessing, behaviour policies and
+  collection, and `load_dataset`. It may import `envs.tasks`, never the reverse.
+
+This package re-exports the task API (`get_task`, `make_env`, ...). Nothing here imports `agent`.
+"""
 
 import os
 
@@ -17,7 +24,6 @@ def _drop_adroit_notice() -> None:
 
 _drop_adroit_notice()
 
-from envs.registry import TASK_NAMES, UnknownTaskError, get_task, make_env  # noqa: E402
-from envs.task import TaskSpec  # noqa: E402
+from envs.tasks import TASK_NAMES, TaskSpec, UnknownTaskError, get_task, make_env  # noqa: E402
 
 __all__ = ["TASK_NAMES", "TaskSpec", "UnknownTaskError", "get_task", "make_env"]

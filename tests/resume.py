@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from agent import checkpoint
-from agent.train import CHECKPOINT_DIR, RESULT_FILE
+from agent.runner.rundir import CHECKPOINT_DIR, RESULT_FILE
 
 
 def copy_as_killed_after(run: Path, copy: Path, step: int) -> None:
@@ -14,13 +14,13 @@ def copy_as_killed_after(run: Path, copy: Path, step: int) -> None:
     shutil.copytree(run, copy)
     for later in checkpoint.checkpoint_steps(copy / CHECKPOINT_DIR):
         if later > step:
-            shutil.rmtree(copy / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{later:09d}")
+            shutil.rmtree(checkpoint.checkpoint_path(copy / CHECKPOINT_DIR, later))
     (copy / RESULT_FILE).unlink()
 
 
 def final_state(logdir: Path, step: int) -> dict:
     """Every array of checkpoint `step`, by leaf name."""
-    with np.load(logdir / CHECKPOINT_DIR / f"{checkpoint.PREFIX}{step:09d}" / "state.npz") as z:
+    with np.load(checkpoint.checkpoint_path(logdir / CHECKPOINT_DIR, step) / "state.npz") as z:
         return {k: z[k] for k in z.files}
 
 

@@ -1,4 +1,7 @@
-"""Checkpoints: atomic writes, pruning, round trip, shape checks."""
+"""Checkpoints: atomic writes, pruning, round trip, shape checks, damaged checkpoints."""
+
+import hashlib
+import json
 
 import jax.numpy as jnp
 import numpy as np
@@ -47,3 +50,114 @@ def test_shape_mismatch_names_the_leaf(tmp_path):
 
 def test_no_checkpoint_gives_none(tmp_path):
     assert checkpoint.load_latest(tmp_path / "absent", _state(0.0)) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged checkpoints: detected by checksum, reported in one line, the previous one is used
+
+
+def _two_checkpoints(directory, keep=3):
+    checkpoint.save(directory, 100, _state(1.0), keep=keep)
+    checkpoint.save(directory, 200, _state(2.0), keep=keep)
+    return directory / "ckpt_000000200"
+
+
+def _truncate(folder):
+    state = folder / "state.npz"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+
+
+def _alter(folder):
+    state = folder / "state.npz"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    state.write_bytes(bytes(data))
+
+
+def _drop_meta(folder):
+    (folder / "meta.json").unlink()
+
+
+def _garble_meta(folder):
+    (folder / "meta.json").write_bytes(b'{"step": 200, "sha2')
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_truncate, "state.npz truncated"),
+        (_alter, "checksum mismatch"),
+        (_drop_meta, "meta.json missing"),
+        (_garble_meta, "meta.json unreadable"),
+    ],
+)
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, damage, reason):
+    newest = _two_checkpoints(tmp_path)
+    assert checkpoint.damage_reason(newest) is None
+    damage(newest)
+    assert checkpoint.damage_reason(newest) == reason
+    step, restored = checkpoint.load_latest(tmp_path, _state(0.0))
+    assert step == 100 and float(restored["params"]["w"][0, 0]) == 1.0
+    err = capsys.readouterr().err
+    assert err == f"checkpoint {newest} is damaged ({reason}); using ckpt_000000100\n"
+    assert newest.is_dir()  # kept for inspection
+    assert checkpoint.checkpoint_steps(tmp_path) == [100, 200]
+
+
+def test_no_intact_checkpoint_behaves_like_none_and_says_so(tmp_path, capsys):
+    newest = _two_checkpoints(tmp_path)
+    _alter(newest)
+    _truncate(tmp_path / "ckpt_000000100")
+    assert checkpoint.load_latest(tmp_path, _state(0.0)) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err == (
+        f"checkpoints in {tmp_path} are damaged: ckpt_000000200 (checksum mismatch), "
+        "ckpt_000000100 (state.npz truncated); no intact checkpoint is left\n"
+    )
+
+
+def test_a_later_save_of_the_same_step_replaces_a_damaged_checkpoint(tmp_path, capsys):
+    newest = _two_checkpoints(tmp_path, keep=2)
+    _truncate(newest)
+    assert checkpoint.load_latest(tmp_path, _state(0.0))[0] == 100
+    # The resumed run passes step 150 (an interrupt) with keep=2: the damaged 200 is not pruned in
+    # place of an intact one, and the new 150 is kept.
+    checkpoint.save(tmp_path, 150, _state(1.5), keep=2)
+    assert checkpoint.checkpoint_steps(tmp_path) == [100, 150, 200]
+    checkpoint.save(tmp_path, 200, _state(3.0), keep=2)
+    assert checkpoint.checkpoint_steps(tmp_path) == [150, 200]
+    capsys.readouterr()
+    step, restored = checkpoint.load_latest(tmp_path, _state(0.0))
+    assert step == 200 and float(restored["params"]["w"][0, 0]) == 3.0
+    assert capsys.readouterr().err == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_000000150", "ckpt_000000200"]
+
+
+def test_pruning_never_drops_the_new_checkpoint_for_a_later_damaged_one(tmp_path, capsys):
+    checkpoint.save(tmp_path, 200, _state(2.0), keep=1)
+    _alter(tmp_path / "ckpt_000000200")
+    assert checkpoint.load_latest(tmp_path, _state(0.0)) is None  # the run starts over
+    checkpoint.save(tmp_path, 100, _state(1.0), keep=1)
+    assert checkpoint.checkpoint_steps(tmp_path) == [100, 200]
+    assert checkpoint.load_latest(tmp_path, _state(0.0))[0] == 100
+    assert "using ckpt_000000100" in capsys.readouterr().err
+
+
+def test_meta_records_the_checksum_and_older_checkpoints_without_one_still_load(tmp_path):
+    folder = checkpoint.save(tmp_path, 5, _state(5.0))
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["sha256"] == hashlib.sha256((folder / "state.npz").read_bytes()).hexdigest()
+    assert meta["bytes"] == (folder / "state.npz").stat().st_size and meta["step"] == 5
+    assert checkpoint.read_meta(folder) == meta
+    assert checkpoint.checkpoint_path(tmp_path, 5) == folder
+    # A checkpoint written before checksums: accepted when its zip CRCs hold.
+    del meta["sha256"], meta["bytes"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert checkpoint.damage_reason(folder) is None
+    assert checkpoint.load_latest(tmp_path, _state(0.0))[0] == 5
+    _alter(folder)
+    assert checkpoint.damage_reason(folder) is not None
+    (folder / "meta.json").write_text("[1, 2]")
+    assert checkpoint.read_meta(folder) is None
+    assert checkpoint.read_meta(tmp_path / "absent") is None

@@ -1,14 +1,21 @@
-"""Dataset collection in the real simulators: determinism, episode bookkeeping, behaviours."""
+"""Dataset collection in the real simulators: determinism, episode bookkeeping, behaviours,
+and the behaviour-policy export."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import behaviour, get_task
-from envs.behaviour import available_qualities, make_behaviour, register_behaviour
-from envs.collect import GENERATOR_VERSION, collect, collect_task
-from envs.errors import DatasetError
-from envs.task import TaskSpec
+from envs import get_task
+from envs.datasets import behaviour
+from envs.datasets.behaviour import available_qualities, make_behaviour, register_behaviour
+from envs.datasets.collect import GENERATOR_VERSION, collect, collect_task, union_part_seeds
+from envs.datasets.errors import DatasetError
+from envs.tasks.task import TaskSpec
 
 
 def never_done(obs, act, next_obs):
@@ -28,6 +35,7 @@ HOPPER = gym_task("Hopper-v5", "hopper", "locomotion", 11, 3, 1000)
 CHEETAH = gym_task("HalfCheetah-v5", "halfcheetah", "locomotion", 17, 6, 50)
 UMAZE = get_task("maze2d-umaze")
 
+ROOT = Path(__file__).resolve().parent.parent
 ARRAY_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
 
@@ -108,7 +116,7 @@ def test_maze2d_expert_episodes_reach_the_evaluation_goal():
 
 
 def test_unknown_or_unavailable_quality_lists_the_available_ones(monkeypatch, tmp_path):
-    from envs import trained_policies
+    from envs.datasets import trained_policies
 
     monkeypatch.setattr(trained_policies, "POLICY_DIR", tmp_path)  # no trained policies
     assert available_qualities(HOPPER) == ["random"]
@@ -143,3 +151,112 @@ def test_collect_by_task_name():
     raw = collect("walker-walk", "random", 300, seed=2, progress=False)
     assert raw["observations"].shape == (300, 24) and raw["metadata"]["task"] == "walker-walk"
     assert raw["observations"].dtype == np.float32
+
+
+# --------------------------------------------------------------------------------------------
+# Union qualities (medium-expert) and the trained behaviours (committed hopper policies)
+
+
+def test_medium_expert_halves_use_different_seeds():
+    hopper = get_task("hopper")
+    raw = collect_task(hopper, "medium-expert", 40, seed=0, progress=False)
+    # Same seed for both halves would reset both to the same state and reuse the noise stream.
+    assert not np.array_equal(raw["observations"][0], raw["observations"][20])
+    seeds = union_part_seeds(0, 2)
+    assert seeds[0] == 0 and seeds[1] != 0 and union_part_seeds(0, 2) == seeds
+    assert union_part_seeds(1, 2)[1] not in seeds
+    medium = collect_task(hopper, "medium", 20, seed=seeds[0], progress=False)
+    expert = collect_task(hopper, "expert", 20, seed=seeds[1], progress=False)
+    for key in ARRAY_KEYS:
+        np.testing.assert_array_equal(raw[key][:20], medium[key], err_msg=key)
+        np.testing.assert_array_equal(raw[key][20:], expert[key], err_msg=key)
+    assert raw["metadata"]["seed"] == 0
+    assert raw["metadata"]["part_seeds"] == f"0,{seeds[1]}"
+    assert raw["metadata"]["parts"] == "medium:20,expert:20"
+    assert_same(raw, collect_task(hopper, "medium-expert", 40, seed=0, progress=False))
+
+
+def fake_gem_run(root, task: TaskSpec, steps=(100, 200, 300, 400), learning_starts=150):
+    """A run folder as GEM writes it: config.yaml, metrics.jsonl, snapshots/actor_*.npz."""
+    rng = np.random.default_rng(0)
+    (root / "snapshots").mkdir(parents=True)
+    for step in steps:
+        sizes = [task.obs_dim, 8, 8]
+        weights = {}
+        for i in range(2):
+            weights[f"dense_{i}/w"] = rng.normal(0, 0.5, sizes[i : i + 2])
+            weights[f"dense_{i}/b"] = np.zeros(sizes[i + 1])
+            weights[f"ln_{i}/scale"] = np.ones(sizes[i + 1])
+            weights[f"ln_{i}/offset"] = np.zeros(sizes[i + 1])
+        weights["out/w"] = rng.normal(0, 0.5, (8, task.act_dim))
+        weights["out/b"] = np.zeros(task.act_dim)
+        np.savez(root / "snapshots" / f"actor_{step:08d}.npz", **weights)
+    lines = [f'{{"step": {s}, "eval/return": {s / 10}}}' for s in steps]
+    (root / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "config.yaml").write_text(
+        f"seed: 0\ngem: {{learning_starts: {learning_starts}, memory: true}}\n"
+        "train: {steps: 400}\neval: {episodes: 2}\n"
+    )
+    return root
+
+
+def test_export_writes_policies_that_collect_from_an_explicit_folder(tmp_path, monkeypatch):
+    from envs.datasets import trained_policies
+    from envs.datasets.export import export, fingerprint
+
+    hopper = get_task("hopper")
+    run = fake_gem_run(tmp_path / "run", hopper)
+    out = tmp_path / "policies"
+    manifest = export(run, "hopper", out, "made by a test")
+    assert manifest["expert"]["env_step"] == 400 and manifest["medium"]["env_step"] == 200
+    assert sorted(p.name for p in (out / "hopper").iterdir()) == [
+        "actor_00000200.npz",
+        "actor_00000400.npz",
+        "policies.json",
+    ]
+    # The package's POLICY_DIR is never swapped: the folder is passed to the factories.
+    nothing = tmp_path / "nothing"
+    monkeypatch.setattr(trained_policies, "POLICY_DIR", nothing)
+    assert fingerprint("hopper", out) == manifest["fingerprint"]
+    assert trained_policies.POLICY_DIR is nothing  # untouched
+    assert "expert" not in available_qualities(hopper)
+    monkeypatch.setattr(trained_policies, "POLICY_DIR", out)
+    raw = collect_task(hopper, "expert", 300, seed=0, progress=False)
+    assert raw["rewards"].sum() == pytest.approx(manifest["fingerprint"]["reward_sums"]["expert"])
+
+
+def test_export_command_bad_input_is_one_line_and_status_2(tmp_path, capsys):
+    from envs.datasets.export import export_command
+
+    hopper = get_task("hopper")
+    run = fake_gem_run(tmp_path / "run", hopper)
+    empty = tmp_path / "empty"
+    (empty / "snapshots").mkdir(parents=True)
+    (empty / "config.yaml").write_text("seed: 0\n")
+    cases = [
+        (["--run", str(tmp_path / "missing"), "--task", "hopper"], "no such run folder"),
+        (["--run", str(empty), "--task", "hopper"], "no actor_\\*.npz snapshots"),
+        (["--run", str(run), "--task", "hoppr"], "unknown task 'hoppr'; valid names: hopper"),
+    ]
+    for argv, message in cases:
+        status = export_command([*argv, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert status == 2, argv
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exc:
+        export_command(["--help"])
+    assert exc.value.code == 0
+    assert "--made-with" in capsys.readouterr().out
+
+
+def test_export_module_entry_point(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "envs.datasets.export", "--run", str(tmp_path), "--task", "hopper"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: ") and "\n" not in proc.stderr.strip()

@@ -1,22 +1,38 @@
-"""The config system: merge order, typed overrides, and one-line errors."""
+"""The config system: merge order, typed overrides, numeric ranges, and one-line errors."""
+
+import subprocess
+import sys
 
 import pytest
 
 from agent.config import (
     CONFIG_DIR,
+    RANGES_NAME,
+    RANGES_PATH,
     ConfigError,
+    check_ranges,
     dump_config,
     first_difference,
+    flatten,
     load_config,
+    load_ranges,
     load_yaml_file,
     merge,
+    numeric_keys,
     parse_override,
+    parse_range,
+    preset_names,
 )
+
+DEFAULTS = load_yaml_file(CONFIG_DIR / "defaults.yaml")
 
 
 def test_defaults_define_every_key_of_every_preset():
-    for path in CONFIG_DIR.glob("*.yaml"):
-        load_config([str(path)])  # raises on any unknown key or wrong type
+    names = preset_names()
+    assert RANGES_NAME not in names and "debug" in names and "gem_hopper" in names
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {*names, RANGES_NAME}
+    for name in names:
+        load_config([str(CONFIG_DIR / f"{name}.yaml")])  # raises on any unknown key or wrong type
 
 
 def test_later_presets_override_earlier_ones_and_overrides_win(tmp_path):
@@ -100,3 +116,114 @@ def test_dump_round_trip_and_difference(tmp_path):
     assert first_difference(saved, cfg.to_dict()) is None
     changed = load_config(["default", "debug"], ["train.steps=1000"])
     assert first_difference(saved, changed.to_dict()) == "train.steps"
+
+
+# ---------------------------------------------------------------------------------------------
+# Numeric ranges (configs/ranges.yaml)
+
+
+def test_every_numeric_default_has_a_range():
+    ranges = load_ranges()
+    numeric = numeric_keys(DEFAULTS)
+    assert "train.steps" in numeric and "bc.hidden" in numeric  # lists of numbers count
+    assert "leq.expectile" not in numeric  # bools do not
+    missing = [key for key in numeric if key not in ranges]
+    assert not missing, f"declare a range in {RANGES_PATH} for: {', '.join(missing)}"
+    keys = flatten(DEFAULTS)
+    stale = [key for key in ranges if key not in keys]
+    assert not stale, f"{RANGES_PATH} names keys that defaults.yaml lacks: {', '.join(stale)}"
+    check_ranges(DEFAULTS, DEFAULTS, ranges)  # the defaults themselves lie within
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_within_range(name):
+    load_config([name])  # defaults, then the preset; checks every range
+    load_config([name, "debug"])
+
+
+def test_range_notation():
+    assert 1 in parse_range(">= 1") and 0 not in parse_range(">= 1")
+    assert 0.5 in parse_range("> 0") and 0 not in parse_range(">0")
+    assert -3 in parse_range("<= -3") and -3 not in parse_range("< -3")
+    unit = parse_range("(0, 1]")
+    assert 1 in unit and 0 not in unit and 1.5 not in unit and 1e-9 in unit
+    assert 0 in parse_range("[0, 1)") and 1 not in parse_range("[0, 1)")
+    assert 2.5e-5 in parse_range("[0, 1e-4]") and 5 in parse_range("[5, 5]")
+    assert float("inf") not in parse_range(">= 0") and float("nan") not in parse_range("<= 0")
+    assert str(unit) == "(0, 1]"
+    for bad in ("1", ">= one", "(1, 0)", "(1, 1]", "[0; 1]", "=> 1", ""):
+        with pytest.raises(ConfigError, match="is not a valid range"):
+            parse_range(bad)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("leq.tau=1.5", "leq.tau=1.5 is out of range (0, 1)"),
+        ("leq.tau=0", "leq.tau=0.0 is out of range (0, 1)"),
+        ("leq.gamma=1.01", "leq.gamma=1.01 is out of range (0, 1]"),
+        ("vem.target_rate=0", "vem.target_rate=0.0 is out of range (0, 1]"),
+        ("train.steps=0", "train.steps=0 is out of range >= 1"),
+        ("train.eval_every=-5", "train.eval_every=-5 is out of range >= 0"),
+        ("seed=-1", "seed=-1 is out of range >= 0"),
+        ("bc.lr=.nan", "bc.lr=nan is out of range > 0"),
+        ("bc.lr=.inf", "bc.lr=inf is out of range > 0"),
+        ("gem.hidden=[32, 0]", "gem.hidden[1]=0 is out of range >= 1"),
+        ("bc.hidden=[32.5]", "bc.hidden[0]=32.5 is not an integer (range >= 1)"),
+        ("bc.hidden=[a]", "bc.hidden[0]='a' is not an integer (range >= 1)"),
+        ("world_model.weight_decays=[0, -1e-4]", "world_model.weight_decays[1]=-0.0001 is out of"),
+        ("world_model.max_epochs=0", "world_model.max_epochs=0 is out of range >= 1"),
+        ("world_model.max_epochs=x", "world_model.max_epochs='x' is not a number (range >= 1)"),
+    ],
+)
+def test_out_of_range_values_give_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(["default"], [override])
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_out_of_range_value_in_a_preset_file(tmp_path):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("gem:\n  alpha: 1.5\n")
+    with pytest.raises(ConfigError, match=r"^gem\.alpha=1\.5 is out of range \(0, 1\]$"):
+        load_config(["gem_hopper", str(preset)])
+    # A later override brings it back into range: only the merged value is checked.
+    assert load_config(["gem_hopper", str(preset)], ["gem.alpha=0.5"]).gem.alpha == 0.5
+
+
+def test_null_only_where_the_default_is_null():
+    # world_model.max_epochs is null in defaults.yaml: null stays allowed after a preset set it.
+    assert load_config(["default"]).world_model.max_epochs == 10
+    assert load_config(["default"], ["world_model.max_epochs=null"]).world_model.max_epochs is None
+    assert load_config(["default"], ["dataset.path=/x.hdf5"]).dataset.path == "/x.hdf5"
+    for override in ("train.steps=null", "leq.tau=~", "dataset.quality=null"):
+        with pytest.raises(ConfigError, match="got None \\(null\\)"):
+            load_config(["default"], [override])
+
+
+def test_a_numeric_key_without_a_range_is_reported():
+    defaults = {"train": {"steps": 5}, "jax": {"threads": 2, "flag": True, "name": "x"}}
+    ranges = {"train.steps": parse_range(">= 1")}
+    with pytest.raises(ConfigError, match="declares no range for the numeric key 'jax.threads'"):
+        check_ranges(defaults, defaults, ranges)
+    ranges["jax.threads"] = parse_range(">= 1")
+    check_ranges(defaults, defaults, ranges)  # bools and strings need no range
+
+
+def test_ranges_is_not_a_preset():
+    with pytest.raises(ConfigError, match="not a preset"):
+        load_config([RANGES_NAME])
+
+
+def test_cli_prints_a_range_error_in_one_line_with_status_2():
+    # The entry point, as a user runs it: the config is checked before anything else starts.
+    proc = subprocess.run(
+        [sys.executable, "run.py", "train", "--set", "leq.tau=1.5"],
+        cwd=CONFIG_DIR.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "error: leq.tau=1.5 is out of range (0, 1)\n"

@@ -5,12 +5,19 @@ import h5py
 import numpy as np
 import pytest
 
-from envs import datasets
-from envs.d4rl_hdf5 import read_d4rl_hdf5, write_d4rl_hdf5
-from envs.datasets import dataset_path, ensure_dataset, load_dataset, load_task_dataset
-from envs.errors import DatasetError
-from envs.minari_source import flatten_observations, read_minari
-from envs.task import TaskSpec
+from envs.datasets import (
+    OfflineData,
+    check_segment_lengths,
+    dataset_path,
+    ensure_dataset,
+    load_dataset,
+    load_task_dataset,
+    loading,
+)
+from envs.datasets.d4rl_hdf5 import read_d4rl_hdf5, write_d4rl_hdf5
+from envs.datasets.errors import DatasetError
+from envs.datasets.minari_source import flatten_observations, read_minari
+from envs.tasks.task import TaskSpec
 
 
 def never_done(obs, act, next_obs):
@@ -260,7 +267,7 @@ def test_built_dataset_is_cached_and_reused(tmp_path, monkeypatch, capsys):
     def fail(*args, **kwargs):
         raise AssertionError("the cached dataset was rebuilt")
 
-    monkeypatch.setattr(datasets, "collect_task", fail)
+    monkeypatch.setattr(loading, "collect_task", fail)
     second = load_task_dataset(HOPPER, cfg)
     assert capsys.readouterr().out.strip() == f"dataset: reusing {path}"
     np.testing.assert_array_equal(first.observations, second.observations)
@@ -283,3 +290,54 @@ def test_load_dataset_by_task_name(tmp_path, capsys):
     assert path == tmp_path / "maze2d-umaze-planner-n500-s1.hdf5" and path.is_file()
     assert ensure_dataset("maze2d-umaze", {"size": 500, "seed": 1, "dir": str(tmp_path)}) == path
     assert capsys.readouterr().out.strip() == f"dataset: reusing {path}"
+
+
+def test_defaults_come_from_configs_defaults_yaml():
+    from ruamel.yaml import YAML
+
+    tree = YAML(typ="safe").load(loading.DEFAULTS_FILE.read_text())
+    assert loading.DEFAULTS_FILE.name == "defaults.yaml"
+    assert loading.dataset_defaults() == tree["dataset"]
+    d = tree["dataset"]
+    expected = f"{d['dir']}/hopper-random-n{d['size']}-s{d['seed']}.hdf5"
+    assert str(dataset_path("hopper", {})) == expected  # every key from the file
+
+
+# --------------------------------------------------------------------------------------------
+# Trajectory segment lengths against a method's horizon cap (max_step)
+
+
+def test_segment_length_check_names_file_length_and_limit(tmp_path):
+    n = 40
+    raw = raw_example(n=n, obs_dim=11, act_dim=3)
+    raw["terminals"][:] = False
+    raw["timeouts"][:] = False  # one trajectory: its n - 1 transitions are contiguous
+    path = write_d4rl_hdf5(tmp_path / "long-random.hdf5", raw)  # random: rewards unscaled
+    data = load_task_dataset(HOPPER, {"path": str(path)})
+    assert len(data) == n - 1 and data.longest_segment == n - 1
+    check_segment_lengths(data, None, "vem")
+    check_segment_lengths(data, n - 1, "vem")
+    message = (
+        rf"^{path}: a trajectory segment has {n - 1} steps, more than vem's horizon cap "
+        rf"max_step={n - 2} .*within {n - 2} steps$"
+    )
+    with pytest.raises(DatasetError, match=message):
+        check_segment_lengths(data, n - 2, "vem")
+    with pytest.raises(DatasetError, match=r"has 39 steps \(\+1 sentinel row\).*max_step=39"):
+        check_segment_lengths(data, n - 1, "gem", end_sentinel=True)
+
+
+def test_longest_segment_counts_terminals_gaps_and_the_last_row(tmp_path):
+    path = write_d4rl_hdf5(tmp_path / "d4rl.h5", raw_example(obs_dim=11, act_dim=3))
+    # terminals at 9 and 29 are kept, the timeout rows 19 and 39 are dropped (so 18 -> 20 is a
+    # gap): segments 0..9, 10..18, 19..28 and 29..37 of the 38 transitions
+    assert load_task_dataset(HOPPER, {"path": str(path)}).longest_segment == 10
+    raw = raw_example(obs_dim=11, act_dim=3)
+    raw["next_observations"] = raw["observations"] + 1.0  # every row ends at a gap
+    path = write_d4rl_hdf5(tmp_path / "gaps.hdf5", raw)
+    assert load_task_dataset(HOPPER, {"path": str(path)}).longest_segment == 1
+    rows = np.zeros((0, 1), np.float32)
+    flags = np.zeros(0, np.float32)
+    empty = OfflineData(rows, rows, flags, rows, flags, flags, flags)
+    assert empty.longest_segment == 0
+    check_segment_lengths(empty, 1, "vem")

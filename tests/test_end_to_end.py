@@ -6,33 +6,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agent import checkpoint
 from agent.config import load_config
-from agent.train import CHECKPOINT_DIR, train
+from agent.runner import train
+from agent.runner.rundir import CHECKPOINT_DIR
+from tests.conftest import ROOT
+from tests.conftest import run_py as _run
 from tests.resume import assert_same_final_state, copy_as_killed_after
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
-
-
-def _run(args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "run.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,
-    )
+pytestmark = pytest.mark.slow
 
 
 def test_debug_run_writes_config_metrics_events_and_checkpoint(tmp_path, data_dir):
@@ -134,3 +120,23 @@ def test_user_mistakes_exit_2_with_one_line(args, fragment, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("preset", "override", "fragment"),
+    [
+        ("vem_maze2d_umaze", "vem.max_step=50", "more than vem's horizon cap max_step=50"),
+        ("gem_hopper", "gem.max_step=500", "gem.max_step=500: hopper's episodes reach 1000 rows"),
+    ],
+)
+def test_horizon_cap_refuses_longer_trajectories_in_one_line(
+    preset, override, fragment, tmp_path, data_dir
+):
+    """The memory kernels are uncapped: data whose trajectories exceed max_step are refused."""
+    proc = _run(
+        ["train", "--config", preset, "--config", "debug", "--logdir", str(tmp_path / "x")]
+        + ["--set", override, "--set", f"dataset.dir={data_dir}"]
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert fragment in proc.stderr

@@ -1,18 +1,22 @@
-"""Tests of the probabilistic dynamics ensemble (algorithms.md §2.1).
+"""Tests of the probabilistic dynamics ensemble (algorithms.md §2.1) behind the `WorldModel`
+protocol: fitting, imagination (`imagine_step`: next latent, reward in training units,
+continue) and storage in the checkpoint format (`agent.runner.world_models`).
 
 All tests share one small config so that jitted functions compile once per shape.
 """
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agent.world_model import EnsembleConfig, EnsembleWorldModel, WorldModel, ensemble_step
+from agent import checkpoint
+from agent.config import ConfigError
+from agent.protocol import WorldModel
+from agent.runner.world_models import load_world_model, save_world_model
+from agent.world_model import EnsembleConfig, EnsembleWorldModel, ensemble_step
 from agent.world_model.ensemble_net import (
     ensemble_loss,
     init_net,
@@ -26,7 +30,8 @@ from agent.world_model.ensemble_training import (
     select_elites,
 )
 from agent.world_model.scaler import apply_scaler, fit_scaler
-from envs.offline_data import OfflineData
+from envs.datasets.offline_data import OfflineData
+from tests.conftest import leaves_equal
 
 OBS_DIM, ACT_DIM, N = 3, 2, 2000
 CONFIG = EnsembleConfig(
@@ -64,7 +69,7 @@ def model() -> EnsembleWorldModel:
 @pytest.fixture(scope="module")
 def trained(model):
     logs = []
-    params = model.train(linear_system(N, 0), jax.random.PRNGKey(0), lambda s, m: logs.append(m))
+    params = model.fit(linear_system(N, 0), jax.random.PRNGKey(0), lambda s, m: logs.append(m))
     return params, logs
 
 
@@ -199,7 +204,7 @@ def test_elites_have_lowest_holdout_mse_and_bad_member_is_excluded(trained):
 def test_model_implements_interface_and_checks_data_dims(model):
     assert isinstance(model, WorldModel)
     with pytest.raises(ValueError, match="obs/act dims"):
-        EnsembleWorldModel(OBS_DIM, ACT_DIM + 1, CONFIG).train(
+        EnsembleWorldModel(OBS_DIM, ACT_DIM + 1, CONFIG).fit(
             linear_system(10, 0), jax.random.PRNGKey(0)
         )
 
@@ -209,7 +214,7 @@ def test_early_stop_on_unlearnable_targets(model):
     rng = np.random.default_rng(0)
     data.next_observations = rng.normal(size=data.observations.shape).astype(np.float32)
     logs = []
-    model.train(data, jax.random.PRNGKey(1), lambda s, m: logs.append(m))
+    model.fit(data, jax.random.PRNGKey(1), lambda s, m: logs.append(m))
     epochs = logs[:-1]
     assert len(epochs) < CONFIG.max_epochs
     assert epochs[-1]["epochs_since_improvement"] == CONFIG.patience
@@ -288,15 +293,70 @@ def test_step_samples_only_elites(trained, jit_step, mode):
     assert counts[list(elites)].min() > 0.1 * batch
 
 
+# ----------------------------------------------------------------------------- protocol
+
+
+def _terminate_high(obs, action, next_obs):
+    return next_obs[..., 0] > 0.0
+
+
+def test_imagine_step_applies_reward_affine_and_termination(trained, jit_step):
+    """imagine_step = ensemble_step with r = scale r_raw + bias and continue = 1 - done; the
+    latent of a state observation is the state itself and `features` is the identity."""
+    params, _ = trained
+    model = EnsembleWorldModel(OBS_DIM, ACT_DIM, CONFIG, _terminate_high, 2.0, -1.0)
+    rng = np.random.default_rng(8)
+    obs = jnp.asarray(rng.normal(size=(64, OBS_DIM)), jnp.float32)
+    act = jnp.asarray(rng.uniform(-1, 1, size=(64, ACT_DIM)), jnp.float32)
+    key = jax.random.PRNGKey(5)
+    carry, latent = model.observe(params, None, {"state": obs}, None)
+    assert carry is None
+    np.testing.assert_array_equal(latent, obs)
+    np.testing.assert_array_equal(model.features(params, latent), obs)
+    nxt, reward, cont = jax.jit(model.imagine_step)(params, latent, act, key)
+    want_next, raw = jit_step(params, obs, act, key, CONFIG.elite_sampling)
+    np.testing.assert_allclose(nxt, want_next, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(reward, 2.0 * np.asarray(raw) - 1.0, rtol=1e-5, atol=1e-5)
+    want_cont = 1.0 - (np.asarray(want_next)[:, 0] > 0.0)
+    np.testing.assert_array_equal(cont, want_cont)
+    assert 0 < want_cont.sum() < len(want_cont)  # both outcomes occur
+    # Without a termination function every step continues.
+    _, _, always = EnsembleWorldModel(OBS_DIM, ACT_DIM, CONFIG).imagine_step(params, obs, act, key)
+    np.testing.assert_array_equal(always, 1.0)
+
+
+def test_loss_on_a_batch_uses_raw_rewards(trained):
+    """`loss` on a replay batch (observation dicts, rewards in training units) is the training
+    loss of every member on the raw targets [s' - s, (r - bias) / scale]."""
+    params, _ = trained
+    data = linear_system(32, 9)
+    model = EnsembleWorldModel(OBS_DIM, ACT_DIM, CONFIG, None, data.reward_scale, data.reward_bias)
+    batch = {
+        "observations": {"state": jnp.asarray(data.observations)},
+        "next_observations": {"state": jnp.asarray(data.next_observations)},
+        "actions": jnp.asarray(data.actions),
+        "rewards": jnp.asarray(data.rewards),
+    }
+    loss, info = model.loss(params, batch, jax.random.PRNGKey(0))
+    x, y = inputs_and_targets(data)
+    z = apply_scaler(jnp.asarray(x), params.input_mean, params.input_std)
+    tile = lambda v: jnp.broadcast_to(jnp.asarray(v), (CONFIG.num_members, *v.shape))
+    want, _ = ensemble_loss(params.net, tile(z), tile(y), CONFIG)
+    np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
+    assert "nll" in info
+
+
 # ----------------------------------------------------------------------------- save / load
 
 
 def test_save_load_round_trip(trained, model, jit_step, tmp_path):
+    """The params are stored in the checkpoint format: FOLDER/ckpt_000000000/."""
     params, _ = trained
-    path = str(tmp_path / "wm.npz")
-    model.save(params, path)
-    assert os.listdir(tmp_path) == ["wm.npz"]
-    loaded = EnsembleWorldModel(OBS_DIM, ACT_DIM, CONFIG).load(path)
+    folder = tmp_path / "world_model"
+    save_world_model(model, params, folder)
+    assert checkpoint.checkpoint_steps(folder) == [0]
+    assert [p.name for p in folder.iterdir()] == [checkpoint.checkpoint_path(folder, 0).name]
+    loaded = load_world_model(EnsembleWorldModel(OBS_DIM, ACT_DIM, CONFIG), folder)
     for a, b in zip(
         jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded), strict=True
     ):
@@ -312,12 +372,36 @@ def test_save_load_round_trip(trained, model, jit_step, tmp_path):
 
 def test_load_mismatched_dims_raises_one_line_error(trained, model, tmp_path):
     params, _ = trained
-    path = str(tmp_path / "wm.npz")
-    model.save(params, path)
-    with pytest.raises(ValueError) as err:
-        EnsembleWorldModel(OBS_DIM + 1, ACT_DIM, CONFIG).load(path)
+    folder = tmp_path / "world_model"
+    save_world_model(model, params, folder)
+    with pytest.raises(ConfigError) as err:
+        load_world_model(EnsembleWorldModel(OBS_DIM + 1, ACT_DIM, CONFIG), folder)
     message = str(err.value)
-    assert path in message and f"obs_dim={OBS_DIM}" in message and "\n" not in message
+    assert str(folder) in message and f"'obs_dim': {OBS_DIM}" in message and "\n" not in message
+    assert f"'obs_dim': {OBS_DIM + 1}" in message  # what this run needs
     other = EnsembleConfig(hidden_sizes=(16, 32), weight_decays=CONFIG.weight_decays)
-    with pytest.raises(ValueError, match=r"shape \(7, 5, 16\), expected|shape"):
-        EnsembleWorldModel(OBS_DIM, ACT_DIM, other).load(path)
+    with pytest.raises(ConfigError, match="holds a model built with") as err:
+        load_world_model(EnsembleWorldModel(OBS_DIM, ACT_DIM, other), folder)
+    assert "'hidden': [16, 32]" in str(err.value)
+    # training settings are not part of the architecture: a model trained with other epochs,
+    # learning rate or elite sampling is reused
+    retrained = EnsembleConfig(
+        hidden_sizes=CONFIG.hidden_sizes,
+        weight_decays=CONFIG.weight_decays,
+        num_members=CONFIG.num_members,
+        num_elites=CONFIG.num_elites,
+        max_epochs=1,
+        learning_rate=0.5,
+        elite_sampling="balanced",
+    )
+    assert leaves_equal(
+        load_world_model(EnsembleWorldModel(OBS_DIM, ACT_DIM, retrained), folder), params
+    )
+    with pytest.raises(ConfigError, match="no world-model folder"):
+        load_world_model(model, tmp_path / "missing")
+    with pytest.raises(ConfigError, match="no world-model folder"):
+        load_world_model(model, tmp_path / "wm.npz")  # the old single-file layout
+    state = checkpoint.checkpoint_path(folder, 0) / checkpoint.STATE_FILE
+    state.write_bytes(state.read_bytes()[:-100])  # a damaged copy is never loaded
+    with pytest.raises(ConfigError, match="no intact world model"):
+        load_world_model(model, folder)

@@ -163,7 +163,10 @@ def test_policy_surrogate_gradient_is_weighted_dpg():
 
 
 def test_imagination_masks_and_clipping():
-    """Rollouts continue after termination; alive stays 0 once dead; the model sees clip(a)."""
+    """Rollouts continue after termination; alive stays 0 once dead; the model sees clip(a).
+
+    The world step is built from a model step and a termination function (`make_world_step`):
+    continue = 1 - done, and `dones` comes back as the float 1 - continue."""
     seen = []
 
     def model_step(obs, action, key):
@@ -175,15 +178,34 @@ def test_imagination_masks_and_clipping():
 
     start = jnp.zeros((3, 2))
     actor = lambda s: jnp.full((s.shape[0], 1), 3.0)  # outside [-1, 1]
-    ro = imagination.imagine(actor, model_step, termination_fn, start, jax.random.PRNGKey(0), 4)
+    world_step = imagination.make_world_step(model_step, termination_fn)
+    ro = imagination.imagine(actor, world_step, start, jax.random.PRNGKey(0), 4)
     np.testing.assert_allclose(ro["obs"][:, 0, 0], [0, 1, 2, 3, 4])
     np.testing.assert_allclose(ro["rewards"], 1.0)  # clipped action reached the model
     np.testing.assert_allclose(ro["actions"], 3.0)  # the critic sees the unclipped action
-    want_done = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]], bool)
+    want_done = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]], np.float32)
+    assert ro["dones"].dtype == jnp.float32
     np.testing.assert_array_equal(ro["dones"], want_done)
     want_alive = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 1], [0, 0, 1]], float)
     np.testing.assert_allclose(ro["alive"], want_alive)
     assert ro["obs"].shape == (5, 3, 2) and ro["actions"].shape == (5, 3, 1)
+
+
+def test_imagination_with_a_continue_probability():
+    """A world model may return continue in [0, 1] (e.g. an RSSM's continue head): the masks
+    are the running products m_{t+1} = m_t c_t and dones = 1 - c_t."""
+    cont = jnp.array([0.5, 1.0, 0.0])
+
+    def world_step(latent, action, key):
+        return latent + 1.0, jnp.sum(action, -1), cont
+
+    start = jnp.zeros((3, 2))
+    actor = lambda s: jnp.full((s.shape[0], 1), 0.5)
+    ro = imagination.imagine(actor, world_step, start, jax.random.PRNGKey(0), 3)
+    np.testing.assert_allclose(ro["dones"], np.broadcast_to(1.0 - np.asarray(cont), (3, 3)))
+    want_alive = np.array([[1, 1, 1], [0.5, 1, 0], [0.25, 1, 0], [0.125, 1, 0]])
+    np.testing.assert_allclose(ro["alive"], want_alive)
+    np.testing.assert_allclose(ro["rewards"], 0.5)
 
 
 def test_clip_action_gradient_passes_at_bounds():
@@ -220,7 +242,8 @@ def actor_apply(params, obs):
 
 def make_problem(dtype):
     """Random ensemble-like model (one member per element per step, Gaussian noise), tanh actor,
-    MLP critic, and a termination (s'_0 > 0.4) that fires in the middle of rollouts."""
+    MLP critic, and a termination (s'_0 > 0.4) that fires in the middle of rollouts; the model
+    and the termination are joined into one world step (`imagination.make_world_step`)."""
     model = _dense_params(0, (OBS + ACT, 32, 32, OBS + 1), dtype, MEMBERS)
     actor = _dense_params(1, (OBS, 32, ACT), dtype)
     critic = _dense_params(2, (OBS + ACT, 32, 1), dtype)
@@ -242,7 +265,8 @@ def make_problem(dtype):
     critic_fn = lambda s, a: _mlp(critic, jnp.concatenate([s, a], -1))[..., 0]
     start = 0.5 * np.random.default_rng(3).normal(size=(B, OBS)) - np.array([0.3, 0, 0, 0])
     start = jnp.asarray(start, dtype)
-    return actor_fn, critic_fn, model_step, termination_fn, start
+    world_step = imagination.make_world_step(model_step, termination_fn)
+    return actor_fn, critic_fn, world_step, start
 
 
 def actor_params(dtype):
@@ -252,13 +276,9 @@ def actor_params(dtype):
 @functools.cache
 def _gradients(impl_name: str, kind: str, x64: bool):
     dtype = jnp.float64 if x64 else jnp.float32
-    actor_fn, critic_fn, model_step, termination_fn, start = make_problem(dtype)
+    actor_fn, critic_fn, world_step, start = make_problem(dtype)
     impl = getattr(action_gradients, impl_name)
-    fn = jax.jit(
-        lambda s, k: impl(
-            actor_fn, critic_fn, model_step, termination_fn, s, k, H, GAMMA, LAM, kind
-        )
-    )
+    fn = jax.jit(lambda s, k: impl(actor_fn, critic_fn, world_step, s, k, H, GAMMA, LAM, kind))
     out = fn(start, jax.random.PRNGKey(7))
     return jax.tree_util.tree_map(np.asarray, out)
 
@@ -288,11 +308,11 @@ def test_production_gradients_equal_reference_float64():
 
 def test_fused_policy_gradient_equals_surrogate_gradient():
     """production_policy_grad's parameter gradient == grad of losses.policy_surrogate."""
-    _, critic_fn, model_step, termination_fn, start = make_problem(jnp.float32)
+    _, critic_fn, world_step, start = make_problem(jnp.float32)
     theta, tau = actor_params(jnp.float32), 0.2
 
     def both(theta, s, k):
-        args = (critic_fn, model_step, termination_fn, s, k, H, GAMMA, LAM)
+        args = (critic_fn, world_step, s, k, H, GAMMA, LAM)
         fused = action_gradients.production_policy_grad(actor_apply, theta, *args, tau)
         ag = action_gradients.production(lambda o: actor_apply(theta, o), *args)
         omega = losses.policy_step_weights(ag.returns, ag.q_values, tau)
@@ -314,11 +334,11 @@ def test_gradients_are_total_derivatives():
     """Central finite differences of G_t in delta_t agree with the reference (float64)."""
     eps, steps = 1e-6, (0, 2, H)
     with jax.enable_x64(True):
-        actor_fn, critic_fn, model_step, termination_fn, start = make_problem(jnp.float64)
+        actor_fn, critic_fn, world_step, start = make_problem(jnp.float64)
         key = jax.random.PRNGKey(7)
 
         def returns_at(delta):
-            ro = imagination.imagine(actor_fn, model_step, termination_fn, start, key, H, delta)
+            ro = imagination.imagine(actor_fn, world_step, start, key, H, delta)
             q = critic_fn(ro["obs"], ro["actions"])
             g = returns.lambda_returns(ro["rewards"], q, ro["alive"], GAMMA, LAM)
             return jnp.concatenate([g, q[-1:]]), ro["alive"]
@@ -336,11 +356,13 @@ def test_gradients_are_total_derivatives():
         np.testing.assert_allclose(fd[same], ref.grads[t, same, 1], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # compiles both gradient paths through the ensemble (~4 s)
 def test_production_matches_reference_with_world_model_ensemble():
     """The project's ensemble in its "balanced" mode (a random permutation routes batch rows to
-    elites) still keeps batch elements independent, which `reference` relies on."""
+    elites) still keeps batch elements independent, which `reference` relies on. The world step
+    is the model's own `imagine_step` (termination function given at construction)."""
     wm = pytest.importorskip("agent.world_model")
-    from envs.termination import hopper_termination
+    from envs.tasks.termination import hopper_termination
 
     config = wm.EnsembleConfig(
         num_members=3,
@@ -348,15 +370,16 @@ def test_production_matches_reference_with_world_model_ensemble():
         hidden_sizes=(16, 16),
         weight_decays=(0.0, 0.0, 0.0),
         max_logvar_init=-6.0,  # small model noise, so some rollouts survive the horizon
+        elite_sampling="balanced",
     )
-    model = wm.EnsembleWorldModel(11, 3, config)
-    params = jax.jit(model.init_params)(jax.random.PRNGKey(0))
+    model = wm.EnsembleWorldModel(11, 3, config, hopper_termination)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0))
     actor_fn, critic_fn = _small_nets(11, 3)
     start = jnp.concatenate([jnp.full((B, 1), 1.2), 0.05 * jnp.ones((B, 10))], -1)
-    step = functools.partial(wm.ensemble_step, params, elite_sampling="balanced")
+    step = functools.partial(model.imagine_step, params)
 
     def both(s, k):
-        args = (actor_fn, critic_fn, step, hopper_termination, s, k, 3, GAMMA, LAM)
+        args = (actor_fn, critic_fn, step, s, k, 3, GAMMA, LAM)
         return action_gradients.production(*args), action_gradients.reference(*args)
 
     prod, ref = jax.jit(both)(start, jax.random.PRNGKey(1))

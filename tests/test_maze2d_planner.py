@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import envs
-from envs.maze2d import U_MAZE, MazeLayout
-from envs.maze2d_planner import WaypointPlanner, shortest_path
+from envs.tasks.maze2d import U_MAZE, MazeLayout
+from envs.tasks.maze2d_planner import WaypointPlanner, shortest_path
 
 MAZES = ["maze2d-umaze", "maze2d-medium", "maze2d-large"]
 

@@ -34,12 +34,16 @@ def _all_horizons(rewards, values, terminals, start, last, t, gamma, bootstrap_t
     return out
 
 
-def brute_force(rewards, next_values, terminals, episode_ends, gamma, bootstrap_timeouts, form):
-    """Form "max": [N, K] max over h; form "twin": [N, 2] twin arg-max rule (first index)."""
+def brute_force(
+    rewards, next_values, terminals, episode_ends, gamma, bootstrap_timeouts, form, bounds=None
+):
+    """Form "max": [N, K] max over h; form "twin": [N, 2] twin arg-max rule (first index).
+
+    `bounds`: the trajectories' (start, last) rows; default `_segments`."""
     next_values = np.asarray(next_values, np.float64).reshape(len(rewards), -1)
     k = next_values.shape[1]
     out = np.zeros((len(rewards), k))
-    for start, last in _segments(terminals, episode_ends):
+    for start, last in bounds or _segments(terminals, episode_ends):
         for t in range(start, last + 1):
             cands = [
                 _all_horizons(
@@ -56,9 +60,11 @@ def brute_force(rewards, next_values, terminals, episode_ends, gamma, bootstrap_
     return out
 
 
-def brute_force_mixture(rewards, next_values, terminals, episode_ends, gamma, beta, boot):
+def brute_force_mixture(
+    rewards, next_values, terminals, episode_ends, gamma, beta, boot, bounds=None
+):
     out = np.zeros((len(rewards), 2))
-    for start, last in _segments(terminals, episode_ends):
+    for start, last in bounds or _segments(terminals, episode_ends):
         for t in range(start, last + 1):
             cands = [
                 _all_horizons(rewards, next_values[:, x], terminals, start, last, t, gamma, boot)
@@ -223,3 +229,139 @@ def test_twin_rejects_wrong_width_and_max_step_guard():
     with pytest.raises(NotImplementedError):
         memory.check_max_step(ends, 2)
     memory.check_max_step(ends, 2, terminals=np.array([0, 1, 0, 0, 0], np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# `end_sentinel`: the official GEM layout, a sentinel row (reward 0, terminal) after every end.
+
+
+def with_sentinel_rows(rewards, next_values, terminals, episode_ends):
+    """The official memory layout: a sentinel row (reward 0, terminal) appended to every
+    trajectory, which then ends at the sentinel (a terminal before it does not split it).
+
+    Returns the extended (rewards, next_values, terminals, episode_ends), the trajectories'
+    (start, last) rows in it and the indices of the original rows. The sentinel's value is NaN:
+    being terminal, it must never be read.
+    """
+    r, v, term, ends, bounds, real = [], [], [], [], [], []
+    for start, last in _segments(terminals, episode_ends):
+        bounds.append((len(r), len(r) + last - start + 1))
+        for t in range(start, last + 1):
+            real.append(len(r))
+            r.append(rewards[t])
+            v.append(next_values[t])
+            term.append(terminals[t])
+            ends.append(0.0)
+        r.append(0.0)
+        v.append(np.full_like(next_values[last], np.nan))
+        term.append(1.0)
+        ends.append(1.0)
+    as32 = [np.asarray(x, np.float32) for x in (r, v, term, ends)]
+    return (*as32, bounds, np.asarray(real))
+
+
+def test_end_sentinel_at_a_truncated_end_with_a_negative_bootstrap_value():
+    # One truncated trajectory of 2 rows, gamma = 0.5; the last row's successor has twin values
+    # Q^1 = -4 (negative) and Q^2 = +2.
+    r = np.array([1.0, 2.0], np.float32)
+    v = np.array([[6.0, 2.0], [-4.0, 2.0]], np.float32)
+    term = np.zeros(2, np.float32)
+    ends = np.array([0, 1], np.float32)
+    kw = dict(end_sentinel=True)
+    # Last row: a = r + gamma Q = [0, 3]. Default Form A: R_1 = r + gamma Q^1 = 0; the sentinel
+    # adds the candidate r + gamma * 0 = 2, so R_1 = max(0, 2) = 2 (Q^2 >= 0: 3 both ways).
+    np.testing.assert_allclose(memory.memory_returns_max(r, v, term, ends, 0.5)[1], [0.0, 3.0])
+    np.testing.assert_allclose(memory.memory_returns_max(r, v, term, ends, 0.5, **kw)[1], [2, 3])
+    # Row 0: a = [4, 2], MC return 1 + .5*2 = 2. Default R_0 = 1 + .5*max(R_1, Q(s_1)) = [4, 2.5];
+    # with the sentinel R_0 = 1 + .5*max(2, 6) = 4 and 1 + .5*max(3, 2) = 2.5: unchanged here.
+    np.testing.assert_allclose(memory.memory_returns_max(r, v, term, ends, 0.5, **kw)[0], [4, 2.5])
+    # Twin, last row. Default: only h = 0, both columns max(a^1, a^2) = 3. Sentinel: h*_1 = 1
+    # (0 < 2), so R^(1) = max(R^(2)_{1,1} = 2, a^1 = 0) = 2; h*_2 = 0 (3 >= 2), R^(2) = 3.
+    np.testing.assert_allclose(memory.memory_returns_twin(r, v, term, ends, 0.5)[1], [3.0, 3.0])
+    np.testing.assert_allclose(memory.memory_returns_twin(r, v, term, ends, 0.5, **kw)[1], [2, 3])
+    # Both values negative: the sentinel gives r = 2 in both columns, the default max(a) = 1.
+    v_neg = np.array([[6.0, 2.0], [-4.0, -2.0]], np.float32)
+    np.testing.assert_allclose(memory.memory_returns_twin(r, v_neg, term, ends, 0.5)[1], [1, 1])
+    got = memory.memory_returns_twin(r, v_neg, term, ends, 0.5, **kw)[1]
+    np.testing.assert_allclose(got, [2.0, 2.0])
+    # The same numbers from the official layout (a real sentinel row) through brute force.
+    for values in (v, v_neg):
+        *ext, bounds, real = with_sentinel_rows(r, values, term, ends)
+        want = brute_force(*ext, 0.5, True, "twin", bounds)[real]
+        np.testing.assert_allclose(
+            memory.memory_returns_twin(r, values, term, ends, 0.5, **kw), want
+        )
+
+
+@pytest.mark.parametrize("num_lanes", [None, 50])
+def test_end_sentinel_matches_brute_force_on_the_official_layout(num_lanes):
+    rng = np.random.default_rng(21 + (num_lanes or 0))
+    r, v, term, ends = random_memory(rng, list(rng.permutation(LENGTHS)), mid_terminal=True)
+    v -= 2.0  # mostly negative bootstrap values, where the sentinel matters
+    gamma, beta = float(rng.uniform(0.5, 0.99)), float(rng.uniform(0.2, 0.9))
+    *ext, bounds, real = with_sentinel_rows(r, v, term, ends)
+    kw = dict(end_sentinel=True, num_lanes=num_lanes)
+    for form, kernel in (("max", memory.memory_returns_max), ("twin", memory.memory_returns_twin)):
+        want = brute_force(*ext, gamma, True, form, bounds)[real]
+        got = kernel(r, v, term, ends, gamma, **kw)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=form)
+        default = np.asarray(kernel(r, v, term, ends, gamma, num_lanes=num_lanes))
+        assert np.abs(np.asarray(got) - default).max() > 1e-2  # the option changes something
+    want = brute_force_mixture(*ext, gamma, beta, True, bounds)[real]
+    got = memory.memory_returns_mixture(r, v, term, ends, gamma, beta, **kw)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_end_sentinel_floors_form_a_by_the_truncated_monte_carlo_return():
+    # Form A with the sentinel = max(default, sum_{k=0}^{T-t} gamma^k r_{t+k}), computed by loops.
+    rng = np.random.default_rng(5)
+    r, v, term, ends = random_memory(rng, [7, 1, 12, 4], terminal_prob=0.3)
+    v -= 3.0
+    gamma = 0.9
+    default = np.asarray(memory.memory_returns_max(r, v, term, ends, gamma), np.float64)
+    got = np.asarray(memory.memory_returns_max(r, v, term, ends, gamma, end_sentinel=True))
+    mc = np.zeros(len(r))
+    for start, last in _segments(term, ends):
+        for t in range(start, last + 1):
+            mc[t] = sum(gamma**k * float(r[t + k]) for k in range(last - t + 1))
+    np.testing.assert_allclose(got, np.maximum(default, mc[:, None]), rtol=1e-5, atol=1e-5)
+    assert np.any(mc[:, None] > default + 1e-3)  # the floor binds somewhere
+
+
+def test_end_sentinel_changes_nothing_where_the_end_is_not_bootstrapped():
+    # Terminal ends, and every end with bootstrap_timeouts=False, have d_T = 1: the sentinel's
+    # candidate repeats the last horizon's, so Forms A and B are unchanged.
+    rng = np.random.default_rng(9)
+    r, v, term, ends = random_memory(rng, LENGTHS, terminal_prob=0.5)
+    v -= 2.0
+    for kernel in (memory.memory_returns_max, memory.memory_returns_twin):
+        want = kernel(r, v, term, ends, 0.9, bootstrap_timeouts=False)
+        got = kernel(r, v, term, ends, 0.9, bootstrap_timeouts=False, end_sentinel=True)
+        np.testing.assert_array_equal(got, want)
+        all_terminal = np.maximum(term, ends)
+        want = kernel(r, v, all_terminal, ends, 0.9)
+        np.testing.assert_array_equal(
+            kernel(r, v, all_terminal, ends, 0.9, end_sentinel=True), want
+        )
+
+
+@pytest.mark.parametrize("form", ["twin", "max"])
+def test_replay_memory_returns_passes_end_sentinel(form):
+    rng = np.random.default_rng(13)
+    r, v, term, ends = random_memory(rng, [5, 9, 3], terminal_prob=0.3)
+    v -= 2.0
+    data = {"rewards": r, "masks": 1.0 - term, "episode_ends": ends}
+    kernel = memory.memory_returns_twin if form == "twin" else memory.memory_returns_max
+    for sentinel in (False, True):
+        got = memory.replay_memory_returns(v, data, 0.9, form, end_sentinel=sentinel)
+        np.testing.assert_array_equal(got, kernel(r, v, term, ends, 0.9, end_sentinel=sentinel))
+    default = memory.replay_memory_returns(v, data, 0.9, form)
+    np.testing.assert_array_equal(default, kernel(r, v, term, ends, 0.9))
+
+
+def test_max_step_guard_counts_the_sentinel_row():
+    ends = np.array([0, 0, 1, 0, 1], np.float32)
+    memory.check_max_step(ends, 3)
+    with pytest.raises(NotImplementedError, match="with its sentinel"):
+        memory.check_max_step(ends, 3, end_sentinel=True)
+    memory.check_max_step(ends, 4, end_sentinel=True)

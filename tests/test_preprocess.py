@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from envs.preprocess import (
+from envs.datasets.preprocess import (
     clip_actions,
     episode_ends,
     qlearning_transitions,

@@ -13,7 +13,7 @@ def _spec():
 
 
 def test_fifo_overwrites_oldest_rows_with_wraparound():
-    replay = replay_lib.empty(_spec(), capacity=5)
+    replay = replay_lib.buffer(_spec(), capacity=5)
     for start in (0, 3, 6):
         rows = {
             "x": jnp.stack([jnp.arange(start, start + 3)] * 2, axis=1).astype(jnp.float32),
@@ -26,7 +26,7 @@ def test_fifo_overwrites_oldest_rows_with_wraparound():
 
 
 def test_add_is_jittable():
-    replay = replay_lib.empty(_spec(), capacity=4)
+    replay = replay_lib.buffer(_spec(), capacity=4)
     rows = {"x": jnp.ones((3, 2)), "episode_ends": jnp.zeros(3)}
     replay = jax.jit(replay_lib.add)(replay, rows)
     replay = jax.jit(replay_lib.add)(replay, rows)
@@ -34,7 +34,7 @@ def test_add_is_jittable():
 
 
 def test_sampling_is_uniform_over_valid_rows_only():
-    replay = replay_lib.empty(_spec(), capacity=100)
+    replay = replay_lib.buffer(_spec(), capacity=100)
     rows = {"x": jnp.arange(20.0).repeat(2).reshape(20, 2), "episode_ends": jnp.zeros(20)}
     replay = replay_lib.add(replay, rows)
     batch = jax.jit(replay_lib.sample, static_argnums=2)(replay, jax.random.PRNGKey(0), 20_000)
@@ -56,7 +56,7 @@ def test_trajectory_bounds_from_end_flags():
 def test_windows_never_cross_trajectory_ends(length):
     ends = np.zeros(30, np.float32)
     ends[[4, 5, 17, 29]] = 1
-    replay = replay_lib.empty(_spec(), capacity=40)
+    replay = replay_lib.buffer(_spec(), capacity=40)
     rows = {"x": jnp.arange(30.0).repeat(2).reshape(30, 2), "episode_ends": jnp.asarray(ends)}
     replay = replay_lib.add(replay, rows)
     batch = replay_lib.sample_windows(replay, jax.random.PRNGKey(1), 2000, length)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import envs
-from envs import scores, termination
-from envs.antmaze import sample_goal
+from envs.tasks import scores, termination
+from envs.tasks.antmaze import sample_goal
 
 
 def _rollouts(name, policy, episodes, max_steps, seed=0):

@@ -1,16 +1,14 @@
 """VEM (agent/vem): losses against numpy/scipy references, the memory refresh against the shared
-kernel, and run.py end to end (debug hopper run + exact resume, a D4RL-format AntMaze file).
+kernel, the phase schedule through the runner's chunk programs, and run.py end to end (debug
+hopper run + exact resume, a D4RL-format AntMaze file).
 
-The agent is built once per module on a small synthetic dataset and its jitted functions are
-reused by every test that needs them.
+The agent is built once per module on a small synthetic dataset, as the runner builds it (spec,
+context with the dataset's statistics and size, replay in the runner's layout).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,17 +17,23 @@ import pytest
 from scipy import stats
 
 from agent import checkpoint, memory
+from agent import replay as replay_lib
 from agent.config import ConfigError, load_config
 from agent.networks import polyak
-from agent.replay import from_offline
-from agent.train import CHECKPOINT_DIR
+from agent.observations import STATE, observation_stats, state_spec
+from agent.programs import Programs
+from agent.protocol import EVAL, Context, Spec
+from agent.runner.rundir import CHECKPOINT_DIR
+from agent.runner.sources import dataset_arrays
 from agent.vem import VEMAgent, losses
+from agent.vem.agent import JOINT, POLICY, VALUE
 from agent.vem.networks import log_std_from_logits
-from envs.offline_data import OfflineData
+from envs.datasets.offline_data import OfflineData
+from tests.conftest import run_py
 from tests.resume import assert_same_final_state, copy_as_killed_after, final_state
 
-ROOT = Path(__file__).resolve().parent.parent
 OBS, ACT = 5, 3
+SPEC = Spec(state_spec(OBS), ACT)
 
 # ---------------------------------------------------------------------------------- losses
 
@@ -124,20 +128,42 @@ def synthetic_data(seed: int = 0, lengths=(7, 1, 12, 5, 9, 3)) -> OfflineData:
     )
 
 
+def context_of(data: OfflineData) -> Context:
+    """What the runner's offline context gives VEM: the dataset's statistics and size."""
+    mean, std = observation_stats({STATE: data.observations}, SPEC)
+    return Context(obs_mean=mean, obs_std=std, data_size=len(data))
+
+
 def make_agent(data: OfflineData, *overrides: str) -> VEMAgent:
     # refresh_chunk 8 does not divide N = 37: exercises the padded last chunk.
     cfg = load_config(
         ["vem_hopper", "debug"],
         ["train.updates_per_call=10", "vem.memory_every=20", "vem.refresh_chunk=8", *overrides],
     )
-    return VEMAgent(cfg, OBS, ACT, data)
+    return VEMAgent(cfg, SPEC, context_of(data))
+
+
+def replay_of(data: OfflineData) -> replay_lib.Replay:
+    """The dataset as the runner places it on the device."""
+    return replay_lib.full(dataset_arrays(data))
 
 
 @pytest.fixture(scope="module")
 def setup():
     data = synthetic_data()
     agent = make_agent(data)
-    return agent, data, from_offline(data), agent.init_state(jax.random.PRNGKey(0))
+    return agent, data, replay_of(data), agent.init(jax.random.PRNGKey(0), SPEC)
+
+
+def train_chunk(agent: VEMAgent, programs: Programs, state, replay, seed: int = 0):
+    """One chunk as the runner's offline loop runs it: the phase of the state's step, at most
+    train.updates_per_call steps, cut where the phase or the run ends -> (state, metrics)."""
+    t = agent.cfg.train
+    step = int(state.step)
+    phase = agent.phase(step)
+    length = min(t.updates_per_call, t.steps - step)
+    length = next((i for i in range(1, length) if agent.phase(step + i) != phase), length)
+    return programs.chunk(phase, length)(state, replay, jax.random.PRNGKey(seed), step)
 
 
 def kernel_reference(agent: VEMAgent, params, state, data: OfflineData, form="twin", boot=True):
@@ -165,10 +191,23 @@ def perturbed(params, seed: int):
     return jax.tree.unflatten(tree, noise)
 
 
+def test_agent_is_built_from_the_context(setup):
+    """N (the memory's rows) and the observation normaliser come from the runner's context."""
+    agent, data, _, state = setup
+    assert agent.num_rows == len(data) == 37 and state.memory.shape == (37, 2)
+    mean, std = observation_stats({STATE: data.observations}, SPEC)
+    np.testing.assert_allclose(state.obs_mean, data.observations.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(state.obs_mean, mean)
+    np.testing.assert_array_equal(state.obs_std, std)
+    off = make_agent(data, "vem.obs_norm=false").init(jax.random.PRNGKey(0), SPEC)
+    np.testing.assert_array_equal(off.obs_mean, np.zeros(OBS))
+    np.testing.assert_array_equal(off.obs_std, np.ones(OBS))
+
+
 def test_refresh_equals_kernel_on_target_heads(setup):
     agent, data, replay, state = setup
     state = state._replace(target_params=perturbed(state.value_params, 1))
-    got = np.asarray(agent._refresh(state, replay))
+    got = np.asarray(jax.jit(agent.refresh)(state, replay))
     expected = kernel_reference(agent, state.target_params, state, data)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     online = kernel_reference(agent, state.value_params, state, data)
@@ -179,34 +218,44 @@ def test_refresh_equals_kernel_on_target_heads(setup):
 def test_refresh_options_reach_the_kernel(form, boot):
     data = synthetic_data(5)
     agent = make_agent(data, f"vem.memory_form={form}", f"vem.bootstrap_timeouts={boot}")
-    state = agent.init_state(jax.random.PRNGKey(1))
-    got = np.asarray(agent._refresh(state, from_offline(data)))
+    state = agent.init(jax.random.PRNGKey(1), SPEC)
+    got = np.asarray(jax.jit(agent.refresh)(state, replay_of(data)))
     expected = kernel_reference(agent, state.target_params, state, data, form, boot)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_train_chunk_refreshes_at_step_zero_and_at_the_phase_switch(setup):
     agent, data, replay, state = setup
+    programs = Programs(agent)
     value_steps = agent.v.value_steps
-    assert value_steps % agent.updates_per_call == 0
+    assert agent.phase(0) == agent.phase(value_steps - 1) == VALUE
+    assert agent.phase(value_steps) == POLICY
     initial_targets = state.target_params
-    state, metrics = agent.train_chunk(state, replay)
+    state, metrics = train_chunk(agent, programs, state, replay)
     assert "train/value_loss" in metrics and "train/actor_loss" not in metrics
     np.testing.assert_allclose(
         state.memory, kernel_reference(agent, initial_targets, state, data), rtol=1e-5, atol=1e-5
     )
     while int(state.step) < value_steps:
-        state, _ = agent.train_chunk(state, replay)
+        state, _ = train_chunk(agent, programs, state, replay)
+    assert int(state.step) == value_steps  # the runner's chunks stop at the phase switch
     online = state.value_params
-    state, metrics = agent.train_chunk(state, replay)
+    state, metrics = train_chunk(agent, programs, state, replay)
     assert "train/actor_loss" in metrics and "train/value_loss" not in metrics
     # Policy phase: V frozen, targets = copies of the online heads, memory refreshed once with them.
     jax.tree.map(np.testing.assert_array_equal, state.value_params, online)
     jax.tree.map(np.testing.assert_array_equal, state.target_params, online)
     expected = kernel_reference(agent, online, state, data)
     np.testing.assert_allclose(state.memory, expected, rtol=1e-5, atol=1e-5)
-    action = agent.act(state, data.observations[:4])
-    assert action.shape == (4, ACT) and np.all(np.abs(action) <= 1)
+    # The deterministic policy (evaluation) is the Gaussian mean, inside [-1, 1].
+    obs = {STATE: data.observations[:4]}
+    carry, action = programs.policy(state, None, obs, EVAL, jax.random.PRNGKey(0))
+    action = np.asarray(action)
+    mean, _ = agent.policy_net.apply(
+        state.policy_params, data.observations[:4], state.obs_mean, state.obs_std
+    )
+    assert carry is None and action.shape == (4, ACT) and np.all(np.abs(action) <= 1)
+    np.testing.assert_allclose(action, mean, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_vem_settings_are_config_errors():
@@ -219,11 +268,12 @@ def test_bad_vem_settings_are_config_errors():
 def test_interleaved_schedule_updates_value_and_policy_each_step():
     data = synthetic_data(6)
     agent = make_agent(data, "vem.schedule=interleaved")
-    replay = from_offline(data)
-    state = agent.init_state(jax.random.PRNGKey(2))
-    after, metrics = agent.train_chunk(state, replay)
+    assert agent.phase(0) == agent.phase(agent.cfg.train.steps - 1) == JOINT
+    replay = replay_of(data)
+    state = agent.init(jax.random.PRNGKey(2), SPEC)
+    after, metrics = train_chunk(agent, Programs(agent), state, replay)
     assert {"train/value_loss", "train/actor_loss"} <= set(metrics)
-    assert int(after.step) == agent.updates_per_call
+    assert int(after.step) == agent.cfg.train.updates_per_call
     for name in ("value_params", "policy_params"):
         before_leaf = jax.tree.leaves(getattr(state, name))[0]
         assert not np.array_equal(before_leaf, jax.tree.leaves(getattr(after, name))[0])
@@ -232,14 +282,8 @@ def test_interleaved_schedule_updates_value_and_policy_each_step():
 # ------------------------------------------------------------------------------- end to end
 
 
-def run_py(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-
-
 @pytest.fixture(scope="module")
-def hopper_run(tmp_path_factory):
+def hopper_run(tmp_path_factory, data_dir):
     """One uninterrupted `run.py train --config vem_hopper --config debug` (checkpoints kept)."""
     root = tmp_path_factory.mktemp("vem_hopper")
     args = [
@@ -249,7 +293,7 @@ def hopper_run(tmp_path_factory):
         "--config",
         "debug",
         "--set",
-        f"dataset.dir={root / 'data'}",
+        f"dataset.dir={data_dir}",
         "--set",
         "train.keep_checkpoints=10",
         "--set",
@@ -257,11 +301,12 @@ def hopper_run(tmp_path_factory):
         "--quiet",
     ]
     logdir = root / "straight"
-    proc = run_py(*args, "--logdir", str(logdir))
+    proc = run_py([*args, "--logdir", str(logdir)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return args, logdir, proc
 
 
+@pytest.mark.slow
 def test_debug_run_via_run_py(hopper_run):
     _, logdir, proc = hopper_run
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -270,55 +315,61 @@ def test_debug_run_via_run_py(hopper_run):
     assert any("train/value_loss" in x for x in lines)
     assert any("train/actor_loss" in x for x in lines)
     assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR) == [100, 200, 300, 400]
-    # `run.py eval` rebuilds the agent without data: the memory's row count comes from the file.
-    evaluated = run_py("eval", "--logdir", str(logdir), "--episodes", "1")
+    # `run.py eval` rebuilds the agent without data: the memory's row count comes from the
+    # run's context.json.
+    facts = json.loads((logdir / "context.json").read_text())
+    assert final_state(logdir, 400)[".agent.memory"].shape == (facts["data_size"], 2)
+    evaluated = run_py(["eval", "--logdir", str(logdir), "--episodes", "1"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "normalized score" in evaluated.stdout
 
 
+@pytest.mark.slow
 def test_resume_mid_value_phase_ends_with_the_same_state(hopper_run, tmp_path):
     args, straight, _ = hopper_run
     # What a kill between the checkpoints of steps 100 and 200 leaves behind: the resumed run
     # redoes a refresh at step 100, the phase switch at 200 and the whole policy phase.
     interrupted = tmp_path / "interrupted"
     copy_as_killed_after(straight, interrupted, 100)
-    proc = run_py(*args, "--logdir", str(interrupted))
+    proc = run_py([*args, "--logdir", str(interrupted)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from step 100" in proc.stdout
-    assert any("memory" in k for k in final_state(straight, 400))
+    assert ".agent.memory" in final_state(straight, 400)
     assert_same_final_state(straight, interrupted, 400)
 
 
+@pytest.mark.slow
 def test_antmaze_d4rl_file(tmp_path):
     """A D4RL-layout AntMaze file (no next_observations, as D4RL's) recorded in the real env."""
-    from envs.collect import collect
-    from envs.d4rl_hdf5 import write_d4rl_hdf5
+    from envs.datasets.collect import collect
+    from envs.datasets.d4rl_hdf5 import write_d4rl_hdf5
 
     raw = collect("antmaze-umaze", "random", 2000, seed=0, progress=False)
     del raw["next_observations"]
     path = write_d4rl_hdf5(tmp_path / "antmaze-umaze-random.hdf5", raw)
     logdir = tmp_path / "run"
     proc = run_py(
-        "train",
-        "--config",
-        "vem_antmaze_umaze",
-        "--config",
-        "debug",
-        "--set",
-        f"dataset.path={path}",
-        "--set",
-        "eval.video_every=0",
-        "--set",
-        "eval.final_episodes=1",
-        "--logdir",
-        str(logdir),
-        "--quiet",
+        [
+            "train",
+            "--config",
+            "vem_antmaze_umaze",
+            "--config",
+            "debug",
+            "--set",
+            f"dataset.path={path}",
+            "--set",
+            "eval.video_every=0",
+            "--set",
+            "eval.final_episodes=1",
+            "--logdir",
+            str(logdir),
+            "--quiet",
+        ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["step"] == 400 and np.isfinite(result["eval/return"])
-    state = final_state(logdir, 400)
-    memory_rows = next(v for k, v in state.items() if "memory" in k)
+    memory_rows = final_state(logdir, 400)[".agent.memory"]
     # D4RL pairing drops each timeout step (and the last), so N < 2000.
     assert memory_rows.shape[1] == 2 and memory_rows.shape[0] < 2000
     assert np.isfinite(memory_rows).all()

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from agent.leq.imagination import ActorFn, ModelStep, TerminationFn, imagine
+from agent.leq.imagination import ActorFn, WorldStep, imagine
 from agent.leq.losses import policy_step_weights, policy_surrogate
 from agent.leq.returns import lambda_returns, n_step_returns, return_coefficients
 
@@ -56,8 +56,7 @@ def _zero_delta(actor_fn: ActorFn, start_obs: jax.Array, horizon: int) -> jax.Ar
 def reference(
     actor_fn: ActorFn,
     critic_fn: CriticFn,
-    model_step: ModelStep,
-    termination_fn: TerminationFn,
+    world_step: WorldStep,
     start_obs: jax.Array,
     key: jax.Array,
     horizon: int,
@@ -75,9 +74,7 @@ def reference(
     """
 
     def summed_returns(delta):
-        ro = imagine(
-            actor_fn, model_step, termination_fn, start_obs, key, horizon, delta, unroll=unroll
-        )
+        ro = imagine(actor_fn, world_step, start_obs, key, horizon, delta, unroll=unroll)
         q = critic_fn(ro["obs"], ro["actions"])
         g = _returns_with_tail(kind, ro["rewards"], q, ro["alive"], gamma, lam)
         return g.sum(axis=1), (ro, q, g)
@@ -114,8 +111,7 @@ def _one_sweep(
     make_actor: Callable[[Any], ActorFn],
     actor_params: Any,
     critic_fn: CriticFn,
-    model_step: ModelStep,
-    termination_fn: TerminationFn,
+    world_step: WorldStep,
     start_obs: jax.Array,
     key: jax.Array,
     horizon: int,
@@ -138,9 +134,7 @@ def _one_sweep(
 
     def forward(delta, params):
         actor_fn = make_actor(params)
-        ro = imagine(
-            actor_fn, model_step, termination_fn, start_obs, key, horizon, delta, link, unroll
-        )
+        ro = imagine(actor_fn, world_step, start_obs, key, horizon, delta, link, unroll)
         q = critic_fn(ro["obs"], ro["actions"])
         return (q, ro["rewards"], ro.get("actor_extra")), ro
 
@@ -159,8 +153,7 @@ def _one_sweep(
 def production(
     actor_fn: ActorFn,
     critic_fn: CriticFn,
-    model_step: ModelStep,
-    termination_fn: TerminationFn,
+    world_step: WorldStep,
     start_obs: jax.Array,
     key: jax.Array,
     horizon: int,
@@ -192,7 +185,7 @@ def production(
     reference needs H+1 backward passes.
     """
     out, _ = _one_sweep(
-        lambda _: actor_fn, None, critic_fn, model_step, termination_fn, start_obs, key,
+        lambda _: actor_fn, None, critic_fn, world_step, start_obs, key,
         horizon, gamma, lam, kind, unroll,
     )  # fmt: skip
     return out
@@ -235,8 +228,7 @@ def production_policy_grad(
     actor_apply: Callable[[Any, jax.Array], jax.Array],
     actor_params: Any,
     critic_fn: CriticFn,
-    model_step: ModelStep,
-    termination_fn: TerminationFn,
+    world_step: WorldStep,
     start_obs: jax.Array,
     key: jax.Array,
     horizon: int,
@@ -262,7 +254,7 @@ def production_policy_grad(
     make_actor = lambda params: functools.partial(_policy_tap, actor_apply, params)
     weights = lambda g, q: policy_step_weights(g, q, tau, expectile)
     out, param_bar = _one_sweep(
-        make_actor, actor_params, critic_fn, model_step, termination_fn, start_obs, key,
+        make_actor, actor_params, critic_fn, world_step, start_obs, key,
         horizon, gamma, lam, kind, unroll, weights,
     )  # fmt: skip
     batch = start_obs.shape[0]

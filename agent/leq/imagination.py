@@ -1,9 +1,11 @@
 """H-step imagined rollouts of a deterministic policy through a learned model (algorithms.md §3.4).
 
     a_t     = pi(s_t) + delta_t                                  t = 0..H
-    s_{t+1}, r_t = model_step(s_t, clip(a_t, -1, 1), key_t)      t = 0..H-1 (fresh key_t per step)
-    d_t     = termination_fn(s_t, clip(a_t), s_{t+1})
-    m_0 = 1, m_{t+1} = m_t (1 - d_t)
+    s_{t+1}, r_t, c_t = world_step(s_t, clip(a_t, -1, 1), key_t)   t = 0..H-1 (fresh key_t)
+    d_t     = 1 - c_t      (c_t: the world model's continue flag or probability)
+    m_0 = 1, m_{t+1} = m_t c_t
+
+s_t is the world model's latent (the observation vector for the state ensemble).
 
 Rollouts never stop at a termination: states after it are still expanded and only masked later
 (the returns and the critic's loss weights use m_t), as in LEQ. `delta` is an additive action
@@ -20,6 +22,8 @@ import jax.numpy as jnp
 
 # obs [B, obs] -> action [B, act], or -> (action, extra) with `extra` any pytree of [B, ...] arrays
 ActorFn = Callable[[jax.Array], jax.Array | tuple[jax.Array, Any]]
+# (latent [B, ...], action [B, act], key) -> (next latent, reward [B], continue [B])
+WorldStep = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 ModelStep = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 TerminationFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # -> bool [B]
 # state_link(next_obs [B, obs], next_alive [B], t) -> next_obs; must not change forward values.
@@ -41,10 +45,20 @@ def _act(actor_fn: ActorFn, obs: jax.Array) -> tuple[jax.Array, Any]:
     return out if isinstance(out, tuple) else (out, None)
 
 
+def make_world_step(model_step: ModelStep, termination_fn: TerminationFn) -> WorldStep:
+    """A world step from a Markov model step and a termination function: c = 1 - done."""
+
+    def world_step(obs, action, key):
+        next_obs, reward = model_step(obs, action, key)
+        done = termination_fn(obs, action, next_obs)
+        return next_obs, reward, 1.0 - done.astype(reward.dtype)
+
+    return world_step
+
+
 def imagine(
     actor_fn: ActorFn,
-    model_step: ModelStep,
-    termination_fn: TerminationFn,
+    world_step: WorldStep,
     start_obs: jax.Array,
     key: jax.Array,
     horizon: int,
@@ -55,8 +69,8 @@ def imagine(
     """Roll `actor_fn` for `horizon` model steps from start_obs [B, obs].
 
     Returns obs [H+1, B, obs], actions [H+1, B, act] (a_t = pi(s_t) + delta_t, unclipped: what
-    the critic sees), rewards [H, B] (model units), dones [H, B] (bool), alive [H+1, B] (float),
-    and actor_extra [H+1, B, ...] when actor_fn returns (action, extra).
+    the critic sees), rewards [H, B] (training units), dones [H, B] (1 - continue, float),
+    alive [H+1, B] (float), and actor_extra [H+1, B, ...] when actor_fn returns (action, extra).
     action_noise: delta [H+1, B, act], zero if None. state_link: optional hook applied to every
     s_{t+1} before it is used (identity forward; action_gradients.py rescales cotangents there).
     unroll: passed to lax.scan (True unrolls fully; XLA's cost analysis counts a loop body once).
@@ -71,9 +85,11 @@ def imagine(
         obs, action, alive = carry
         step_key, next_delta, t = xs
         model_action = clip_action(action)
-        next_obs, reward = model_step(obs, model_action, step_key)
-        done = termination_fn(obs, model_action, next_obs)
-        next_alive = alive * (1.0 - done.astype(dtype))
+        next_obs, reward, cont = world_step(obs, model_action, step_key)
+        # The masks are constants of the returns (action_gradients.py relies on it).
+        cont = jax.lax.stop_gradient(cont)
+        done = 1.0 - cont.astype(dtype)
+        next_alive = alive * cont.astype(dtype)
         if state_link is not None:
             next_obs = state_link(next_obs, next_alive, t)
         next_action, extra = _act(actor_fn, next_obs)
@@ -89,7 +105,7 @@ def imagine(
         "obs": jnp.concatenate([start_obs[None], obs], axis=0),
         "actions": jnp.concatenate([init[1][None], actions], axis=0),
         "rewards": rewards,
-        "dones": dones.astype(bool),
+        "dones": dones,
         "alive": jnp.concatenate([alive0[None], alive], axis=0),
     }
     if first_extra is not None:

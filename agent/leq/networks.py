@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agent.observations import normalize
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 HIDDEN = (256, 256, 256)
 
@@ -47,7 +49,7 @@ def make_critic(hidden: Sequence[int] = HIDDEN) -> hk.Transformed:
     """
 
     def forward(obs, action, in_mean, in_std):
-        x = (jnp.concatenate([obs, action], axis=-1) - in_mean) / in_std
+        x = normalize(jnp.concatenate([obs, action], axis=-1), in_mean, in_std)
         x = _trunk(symlog(x), hidden, layer_norm=True)
         return hk.Linear(1, w_init=_orthogonal(), name="out")(x)[..., 0]
 
@@ -64,7 +66,7 @@ def make_actor(act_dim: int, hidden: Sequence[int] = HIDDEN) -> hk.Transformed:
 
     def forward(obs, in_mean, in_std):
         obs_dim = obs.shape[-1]
-        x = (obs - in_mean[:obs_dim]) / in_std[:obs_dim]
+        x = normalize(obs, in_mean[:obs_dim], in_std[:obs_dim])
         x = _trunk(symlog(x), hidden, layer_norm=False)
         mu = hk.Linear(act_dim, w_init=_orthogonal(), name="mean")(x)
         log_std = hk.get_parameter("log_std", (act_dim,), mu.dtype, init=jnp.zeros)

@@ -24,6 +24,8 @@ import optax
 
 from agent.bc import bc_loss
 from agent.leq import action_gradients, imagination, losses, networks, returns
+from agent.leq.imagination import WorldStep
+from agent.programs import apply_gradients, apply_updates
 
 POLICY_OBJECTIVES = ("lambda", "multi_step", "one_step")
 CRITIC_TARGETS = ("lambda", "multi_step", "one_step")
@@ -64,10 +66,6 @@ class ActorCritic(NamedTuple):
     critic_opt: Any
 
 
-# A model step maps (obs [B, o], action [B, a], key) -> (next_obs, reward in training units).
-ModelStep = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
-
-
 def make_nets(
     act_dim: int, hidden: tuple[int, ...], actor_lr: float, critic_lr: float, decay_steps: int
 ) -> Nets:
@@ -94,8 +92,7 @@ def q_fn(nets: Nets, params: Any, scaler: tuple) -> Callable[[jax.Array, jax.Arr
 def actor_step(
     nets: Nets,
     hyper: LEQHyper,
-    model_step: ModelStep,
-    termination_fn: Callable,
+    world_step: WorldStep,
     ac: ActorCritic,
     scaler: tuple,
     start_obs: jax.Array,
@@ -107,11 +104,9 @@ def actor_step(
     critic = q_fn(nets, ac.critic, scaler)
     apply = lambda params, obs: policy_fn(nets, params, scaler)(obs)
     if hyper.policy_objective == "one_step":
-        loss, grads, metrics = _one_step_policy(
-            nets, hyper, model_step, termination_fn, ac, scaler, start_obs, key
-        )
+        loss, grads, metrics = _one_step_policy(nets, hyper, world_step, ac, scaler, start_obs, key)
     else:
-        args = (critic, model_step, termination_fn, start_obs, key, hyper.horizon)
+        args = (critic, world_step, start_obs, key, hyper.horizon)
         args += (hyper.gamma, hyper.lam)
         kind = hyper.policy_objective
         if variant == "production":
@@ -131,16 +126,17 @@ def actor_step(
             "train/imagined_reward": jnp.mean(ag.rollout["rewards"]),
             "train/imagined_alive": jnp.mean(ag.rollout["alive"][-1]),
         }
-    updates, actor_opt = nets.actor_tx.update(grads, ac.actor_opt, ac.actor)
+    actor, actor_opt, norm = apply_updates(nets.actor_tx, ac.actor, ac.actor_opt, grads)
     metrics["train/actor_loss"] = loss
-    return optax.apply_updates(ac.actor, updates), actor_opt, metrics
+    metrics["train/actor_grad_norm"] = norm
+    return actor, actor_opt, metrics
 
 
-def _one_step_policy(nets, hyper, model_step, termination_fn, ac, scaler, start_obs, key):
+def _one_step_policy(nets, hyper, world_step, ac, scaler, start_obs, key):
     """Ablation: maximise Q(s_t, pi(s_t)) on imagined states (no lambda-return, no expectile)."""
     actor_fn = policy_fn(nets, ac.actor, scaler)
     ro = imagination.imagine(
-        actor_fn, model_step, termination_fn, start_obs, key, hyper.horizon, unroll=hyper.unroll
+        actor_fn, world_step, start_obs, key, hyper.horizon, unroll=hyper.unroll
     )
     states = jax.lax.stop_gradient(ro["obs"])
     critic = q_fn(nets, ac.critic, scaler)
@@ -157,8 +153,7 @@ def _one_step_policy(nets, hyper, model_step, termination_fn, ac, scaler, start_
 def critic_step(
     nets: Nets,
     hyper: LEQHyper,
-    model_step: ModelStep,
-    termination_fn: Callable,
+    world_step: WorldStep,
     ac: ActorCritic,
     scaler: tuple,
     start_obs: jax.Array,
@@ -172,9 +167,7 @@ def critic_step(
     actor_fn = policy_fn(nets, ac.actor, scaler)
     q = functools.partial(nets.critic.apply, in_mean=scaler[0], in_std=scaler[1])
     horizon, batch = hyper.horizon, start_obs.shape[0]
-    ro = imagination.imagine(
-        actor_fn, model_step, termination_fn, start_obs, key, horizon, unroll=hyper.unroll
-    )
+    ro = imagination.imagine(actor_fn, world_step, start_obs, key, horizon, unroll=hyper.unroll)
     ro = jax.lax.stop_gradient(ro)
     weights = losses.imagined_loss_weights(ro["alive"], hyper.gamma)
     # One critic call per parameter set: rows the loss differentiates (imagined (s_t, a_t), t < H,
@@ -212,18 +205,17 @@ def critic_step(
             "train/q_data": jnp.mean(q_env),
         }
 
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(ac.critic)
-    updates, critic_opt = nets.critic_tx.update(grads, ac.critic_opt, ac.critic)
-    critic = optax.apply_updates(ac.critic, updates)
+    critic, critic_opt, (_, metrics), norm = apply_gradients(
+        nets.critic_tx, ac.critic, ac.critic_opt, loss_fn, has_aux=True
+    )
     ema = optax.incremental_update(critic, ac.ema, hyper.ema_rate)
-    return critic, ema, critic_opt, metrics
+    return critic, ema, critic_opt, {**metrics, "train/critic_grad_norm": norm}
 
 
 def leq_update(
     nets: Nets,
     hyper: LEQHyper,
-    model_step: ModelStep,
-    termination_fn: Callable,
+    world_step: WorldStep,
     ac: ActorCritic,
     scaler: tuple,
     model_obs: jax.Array,
@@ -233,7 +225,7 @@ def leq_update(
 ) -> tuple[ActorCritic, dict]:
     """Actor step, then critic step with the pre-update actor (separate keys), then EMA."""
     k_actor, k_critic = jax.random.split(key)
-    common = (nets, hyper, model_step, termination_fn, ac, scaler, model_obs)
+    common = (nets, hyper, world_step, ac, scaler, model_obs)
     actor, actor_opt, actor_metrics = actor_step(*common, k_actor, variant)
     critic, ema, critic_opt, critic_metrics = critic_step(*common, data, k_critic)
     return ActorCritic(actor, critic, ema, actor_opt, critic_opt), {
@@ -245,9 +237,8 @@ def leq_update(
 def bc_step(nets: Nets, tx, actor, opt, scaler: tuple, data: dict) -> tuple[Any, Any, dict]:
     """Pre-training (§3.7): L = mean_b || tanh(mu(s)) - a ||^2 (the BC agent's loss)."""
     loss_fn = lambda p: bc_loss(policy_fn(nets, p, scaler)(data["observations"]), data["actions"])
-    loss, grads = jax.value_and_grad(loss_fn)(actor)
-    updates, opt = tx.update(grads, opt, actor)
-    return optax.apply_updates(actor, updates), opt, {"pretrain/bc_loss": loss}
+    actor, opt, loss, norm = apply_gradients(tx, actor, opt, loss_fn)
+    return actor, opt, {"pretrain/bc_loss": loss, "pretrain/bc_grad_norm": norm}
 
 
 def fqe_step(
@@ -268,18 +259,16 @@ def fqe_step(
         pred = q(params, data["observations"], data["actions"])
         return jnp.mean(jnp.square(pred - y)) + losses.ema_regulariser(q_ema, pred)
 
-    loss, grads = jax.value_and_grad(loss_fn)(critic)
-    updates, opt = tx.update(grads, opt, critic)
-    critic = optax.apply_updates(critic, updates)
+    critic, opt, loss, norm = apply_gradients(tx, critic, opt, loss_fn)
     ema = optax.incremental_update(critic, ema, hyper.ema_rate)
-    return critic, ema, opt, {"pretrain/fqe_loss": loss}
+    return critic, ema, opt, {"pretrain/fqe_loss": loss, "pretrain/fqe_grad_norm": norm}
 
 
 def expansion_states(
     nets: Nets,
     actor: Any,
     scaler: tuple,
-    model_step: ModelStep,
+    world_step: WorldStep,
     start_obs: jax.Array,
     key: jax.Array,
     length: int,
@@ -291,7 +280,7 @@ def expansion_states(
         k_act, k_model = jax.random.split(step_key)
         mu, log_std = nets.actor.apply(actor, obs, *scaler)
         action = networks.stochastic_action(mu, log_std, k_act)
-        next_obs, _ = model_step(obs, action, k_model)
+        next_obs, _, _ = world_step(obs, action, k_model)
         return next_obs, obs
 
     _, states = jax.lax.scan(step, start_obs, jax.random.split(key, length))

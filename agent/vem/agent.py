@@ -19,9 +19,12 @@ Schedule (`vem.schedule`):
 * `interleaved`: every step does one V step and one policy step on the same batch, the memory
   is refreshed whenever step % memory_every == 0.
 
-The refresh happens inside the jitted scan (`lax.cond` on the step counter), so it is correct for
-any `train.updates_per_call`, and the memory lives in the state: checkpoints capture it and a
-resumed run continues exactly.
+Phases (host-side, `phase(step)`): "value" and "policy" for `two_phase`, "joint" for
+`interleaved`. The refresh happens inside the jitted step (`lax.cond` on the device step
+counter), so it is correct for any `train.updates_per_call`, and the memory lives in the state:
+checkpoints capture it and a resumed run continues exactly. The dataset size N (the memory's
+length) comes from the runner's context, and every batch carries the `index` of its rows, by
+which the rows' memory returns are gathered.
 
 Where this differs from the official code (§4.7), and how to get the code's behaviour:
 
@@ -29,9 +32,11 @@ Where this differs from the official code (§4.7), and how to get the code's beh
   `vem.expectile: 0.3` for the code's squared-weight form);
 * timeouts are bootstrapped (`vem.bootstrap_timeouts: false` for the code's treatment);
 * observations are standardised with dataset statistics (`vem.obs_norm: false`);
-* no duplicated final row for terminal-ending trajectories (in the code it only adds a
-  candidate r_T + gamma r_T at a terminal step) and no `max_step` horizon cap (the kernel is
-  uncapped; equal whenever trajectories are at most 1000 rows, as in D4RL);
+* no sentinel row after trajectory ends by default (`vem.end_sentinel: true` adds it as the
+  code does: a truncated end's return becomes max(r_T + gamma V(s_{T+1}), r_T));
+* no `max_step` horizon cap: the kernel is uncapped, which equals the capped sweep whenever
+  trajectories are at most `vem.max_step` rows, as in D4RL; the runner refuses a dataset with a
+  longer trajectory in one line (`vem.max_step: null` accepts the uncapped sweep);
 * rows are sampled uniformly from the whole dataset (every row stores its next observation).
 """
 
@@ -41,28 +46,21 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from agent import replay as replay_lib
-from agent.bc import observation_stats
 from agent.config import ConfigError
 from agent.memory import replay_memory_returns as memory_returns
 from agent.networks import batched_apply, polyak
+from agent.observations import flat_obs
+from agent.programs import apply_gradients
+from agent.protocol import EVAL, Agent, Context, Spec
 from agent.vem import losses
 from agent.vem.networks import gaussian_policy, value_heads
-from envs.offline_data import OfflineData
 
 SCHEDULES = ("two_phase", "interleaved")
 MEMORY_FORMS = ("twin", "max")
-VALUE_METRICS = ("train/value_loss", "train/value_mean", "train/memory_return")
-POLICY_METRICS = (
-    "train/actor_loss",
-    "train/log_prob",
-    "train/advantage",
-    "train/weight_max",
-    "train/policy_log_std",
-)
+VALUE, POLICY, JOINT = "value", "policy", "joint"
 
 
 class VEMState(NamedTuple):
@@ -72,7 +70,6 @@ class VEMState(NamedTuple):
     value_opt_state: optax.OptState
     policy_opt_state: optax.OptState
     memory: jax.Array  # [N, 2] memory returns R^(1), R^(2) of every dataset row
-    key: jax.Array
     step: jax.Array
     obs_mean: jax.Array
     obs_std: jax.Array
@@ -83,36 +80,20 @@ def pair_values(values: jax.Array) -> jax.Array:
     return jnp.min(values.reshape(values.shape[0], 2, 2), axis=-1)
 
 
-def _dataset_for_template(cfg) -> OfflineData:
-    """Evaluation rebuilds the agent without data; the memory's shape [N, 2] still needs N."""
-    from envs.datasets import load_dataset
+class VEMAgent(Agent):
+    """VEM with the memory refresh fused into the jitted steps."""
 
-    return load_dataset(cfg.task, cfg.dataset)
-
-
-class VEMAgent:
-    """VEM with the memory refresh and both phases fused into one jitted scan per call."""
-
-    def __init__(self, cfg, obs_dim: int, act_dim: int, data: OfflineData | None):
+    def __init__(self, cfg, spec: Spec, context: Context):
+        super().__init__(cfg, spec, context)
         self.v = cfg.vem
         self._check(cfg)
-        if data is None:
-            data = _dataset_for_template(cfg)
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.num_rows = len(data)
-        self.batch_size = cfg.train.batch_size
-        self.updates_per_call = cfg.train.updates_per_call
+        self.num_rows = context.data_size
+        self.batch = cfg.train.batch_size
         self.value_net = value_heads(self.v.value_hidden)
-        self.policy_net = gaussian_policy(self.v.policy_hidden, act_dim)
+        self.policy_net = gaussian_policy(self.v.policy_hidden, spec.act_dim)
         self.value_opt = optax.adam(self.v.value_lr)
         self.policy_opt = optax.adam(self.v.policy_lr)
-        if self.v.obs_norm:
-            self._stats = observation_stats(data, obs_dim)
-        else:
-            self._stats = observation_stats(None, obs_dim)
-        self._train_chunk = jax.jit(self._chunk)
-        self._refresh = jax.jit(self.refresh)
-        self._act = jax.jit(self._mean_action)
+        self.horizon_cap, self.end_sentinel = self.v.max_step, self.v.end_sentinel
 
     @staticmethod
     def _check(cfg) -> None:
@@ -127,19 +108,16 @@ class VEMAgent:
                 f"vem.value_steps={v.value_steps} must be in [0, train.steps={cfg.train.steps}) "
                 "(the policy phase gets train.steps - value_steps steps)"
             )
-        if v.memory_every <= 0 or v.refresh_chunk <= 0:
-            raise ConfigError("vem.memory_every and vem.refresh_chunk must be positive")
-        if not 0.0 < v.expectile < 1.0 or v.temperature <= 0 or not 0.0 < v.target_rate <= 1.0:
-            raise ConfigError(
-                "need 0 < vem.expectile < 1, vem.temperature > 0 and 0 < vem.target_rate <= 1"
-            )
 
     # ------------------------------------------------------------------ state
 
-    def init_state(self, key: jax.Array) -> VEMState:
-        value_key, policy_key, key = jax.random.split(key, 3)
-        mean, std = (jnp.asarray(x) for x in self._stats)
-        dummy = jnp.zeros((1, self.obs_dim))
+    def init(self, key: jax.Array, spec: Spec) -> VEMState:
+        value_key, policy_key, _ = jax.random.split(key, 3)
+        if self.v.obs_norm:
+            mean, std = jnp.asarray(self.context.obs_mean), jnp.asarray(self.context.obs_std)
+        else:
+            mean, std = jnp.zeros(spec.flat_obs_dim), jnp.ones(spec.flat_obs_dim)
+        dummy = jnp.zeros((1, spec.flat_obs_dim))
         value_params = self.value_net.init(value_key, dummy, mean, std)
         policy_params = self.policy_net.init(policy_key, dummy, mean, std)
         # The memory is always refreshed before it is first read (step 0, or the phase switch).
@@ -151,11 +129,15 @@ class VEMAgent:
             value_opt_state=self.value_opt.init(value_params),
             policy_opt_state=self.policy_opt.init(policy_params),
             memory=memory,
-            key=key,
             step=jnp.int32(0),
             obs_mean=mean,
             obs_std=std,
         )
+
+    def phase(self, step: int) -> str:
+        if self.v.schedule == "interleaved":
+            return JOINT
+        return VALUE if step < self.v.value_steps else POLICY
 
     # ------------------------------------------------------------------ memory
 
@@ -165,14 +147,16 @@ class VEMAgent:
         def heads(_, obs):
             return self.value_net.apply(params, obs, state.obs_mean, state.obs_std)
 
-        values = batched_apply(heads, data["next_observations"], self.v.refresh_chunk)
+        next_obs = flat_obs(data["next_observations"], self.spec)
+        values = batched_apply(heads, next_obs, self.v.refresh_chunk)
         return pair_values(values)
 
     def refresh(self, state: VEMState, replay: replay_lib.Replay) -> jax.Array:
         """Memory returns [N, 2] from the target heads (the code's `update_memory`)."""
         values = self.next_values(state.target_params, state, replay.data)
+        v = self.v
         return memory_returns(
-            values, replay.data, self.v.gamma, self.v.memory_form, self.v.bootstrap_timeouts
+            values, replay.data, v.gamma, v.memory_form, v.bootstrap_timeouts, v.end_sentinel
         )
 
     def _refresh_flags(self, step: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -200,31 +184,32 @@ class VEMAgent:
 
     # ------------------------------------------------------------------ updates
 
-    def value_update(self, state: VEMState, batch: dict) -> tuple[tuple, dict]:
-        """One EVL step on all four heads, then the target update. -> ((params, target, opt), m)."""
+    def value_update(self, state: VEMState, batch: dict) -> tuple[VEMState, dict]:
+        """One EVL step on all four heads, then the target update."""
+        obs = flat_obs(batch["observations"], self.spec)
 
         def loss_fn(params):
-            values = self.value_net.apply(
-                params, batch["observations"], state.obs_mean, state.obs_std
-            )
+            values = self.value_net.apply(params, obs, state.obs_mean, state.obs_std)
             v = self.v
             loss = losses.value_loss(values, batch["memory"], v.expectile, v.expectile_form)
             return loss, values
 
-        (loss, values), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.value_params)
-        updates, opt_state = self.value_opt.update(grads, state.value_opt_state, state.value_params)
-        params = optax.apply_updates(state.value_params, updates)
+        params, opt_state, (loss, values), norm = apply_gradients(
+            self.value_opt, state.value_params, state.value_opt_state, loss_fn, has_aux=True
+        )
         target = polyak(params, state.target_params, self.v.target_rate)
         metrics = {
             "train/value_loss": loss,
             "train/value_mean": jnp.mean(values),
             "train/memory_return": jnp.mean(batch["memory"]),
+            "train/value_grad_norm": norm,
         }
-        return (params, target, opt_state), metrics
+        state = state._replace(value_params=params, target_params=target, value_opt_state=opt_state)
+        return state, metrics
 
-    def policy_update(self, state: VEMState, batch: dict) -> tuple[tuple, dict]:
+    def policy_update(self, state: VEMState, batch: dict) -> tuple[VEMState, dict]:
         """One advantage-weighted step; V comes from the online heads (frozen in this step)."""
-        obs = batch["observations"]
+        obs = flat_obs(batch["observations"], self.spec)
         values = self.value_net.apply(state.value_params, obs, state.obs_mean, state.obs_std)
         adv = losses.advantages(batch["memory"], values)
         weights = losses.advantage_weights(adv, self.v.temperature)
@@ -234,101 +219,46 @@ class VEMAgent:
             log_prob = losses.gaussian_log_prob(batch["actions"], mean, log_std)
             return losses.policy_loss(log_prob, weights), (log_prob, log_std)
 
-        (loss, (log_prob, log_std)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.policy_params
+        params, opt_state, (loss, (log_prob, log_std)), norm = apply_gradients(
+            self.policy_opt, state.policy_params, state.policy_opt_state, loss_fn, has_aux=True
         )
-        updates, opt_state = self.policy_opt.update(
-            grads, state.policy_opt_state, state.policy_params
-        )
-        params = optax.apply_updates(state.policy_params, updates)
         metrics = {
             "train/actor_loss": loss,
             "train/log_prob": jnp.mean(log_prob),
             "train/advantage": jnp.mean(adv),
             "train/weight_max": jnp.max(weights),
             "train/policy_log_std": jnp.mean(log_std),
+            "train/policy_grad_norm": norm,
         }
-        return (params, opt_state), metrics
-
-    def _apply_value(self, state: VEMState, batch: dict) -> tuple[VEMState, dict]:
-        (params, target, opt_state), metrics = self.value_update(state, batch)
-        state = state._replace(value_params=params, target_params=target, value_opt_state=opt_state)
-        return state, metrics
-
-    def _apply_policy(self, state: VEMState, batch: dict) -> tuple[VEMState, dict]:
-        (params, opt_state), metrics = self.policy_update(state, batch)
         return state._replace(policy_params=params, policy_opt_state=opt_state), metrics
 
-    def train_step(self, state: VEMState, replay: replay_lib.Replay) -> tuple[VEMState, dict]:
+    def train(self, phase, state: VEMState, replay, key) -> tuple[VEMState, dict]:
         """Refresh if due, sample a uniform batch of rows (with their memory returns), update."""
         state = self._maybe_refresh(state, replay)
-        key, sample_key = jax.random.split(state.key)
-        with_memory = replay._replace(data={**replay.data, "memory": state.memory})
-        batch = replay_lib.sample(with_memory, sample_key, self.batch_size)
-        state = state._replace(key=key)
-        if self.v.schedule == "interleaved":
-            after_value, value_metrics = self._apply_value(state, batch)
-            state, policy_metrics = self._apply_policy(state, batch)
+        batch = replay_lib.sample(replay, key, self.batch)
+        batch["memory"] = state.memory[batch["index"]]
+        if phase == JOINT:
+            after_value, value_metrics = self.value_update(state, batch)
+            state, policy_metrics = self.policy_update(state, batch)
             state = state._replace(
                 value_params=after_value.value_params,
                 target_params=after_value.target_params,
                 value_opt_state=after_value.value_opt_state,
             )
             metrics = {**value_metrics, **policy_metrics}
+        elif phase == VALUE:
+            state, metrics = self.value_update(state, batch)
         else:
-            state, metrics = jax.lax.cond(
-                state.step < self.v.value_steps,
-                lambda s: _with_zeros(self._apply_value(s, batch), POLICY_METRICS),
-                lambda s: _with_zeros(self._apply_policy(s, batch), VALUE_METRICS),
-                state,
-            )
+            state, metrics = self.policy_update(state, batch)
         return state._replace(step=state.step + 1), metrics
 
-    # ------------------------------------------------------------------ agent protocol
+    # ------------------------------------------------------------------ acting
 
-    def _chunk(self, state: VEMState, replay: replay_lib.Replay) -> tuple[VEMState, dict]:
-        start = state.step
-        state, metrics = jax.lax.scan(
-            lambda s, _: self.train_step(s, replay), state, None, length=self.updates_per_call
-        )
-        steps = start + jnp.arange(self.updates_per_call)
-        return state, self._phase_means(metrics, steps)
-
-    def _phase_means(self, metrics: dict, steps: jax.Array) -> dict:
-        """Per-key means over the chunk's steps of the phase that produced the key."""
-        if self.v.schedule == "interleaved":
-            return jax.tree.map(jnp.mean, metrics)
-        in_value = (steps < self.v.value_steps).astype(jnp.float32)
-        out = {}
-        for key, values in metrics.items():
-            mask = in_value if key in VALUE_METRICS else 1.0 - in_value
-            out[key] = jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-        return out
-
-    def train_chunk(self, state: VEMState, replay: replay_lib.Replay) -> tuple[VEMState, dict]:
-        start = int(state.step)
-        state, metrics = self._train_chunk(state, replay)
-        return state, self._present(metrics, start)
-
-    def _present(self, metrics: dict, start: int) -> dict:
-        """Drop the metrics of a phase that ran no step in this chunk."""
-        if self.v.schedule == "interleaved":
-            return metrics
-        stop = start + self.updates_per_call
-        drop = POLICY_METRICS if stop <= self.v.value_steps else ()
-        drop = VALUE_METRICS if start >= self.v.value_steps else drop
-        return {k: v for k, v in metrics.items() if k not in drop}
-
-    def _mean_action(self, params: dict, obs: jax.Array, mean: jax.Array, std: jax.Array):
-        return self.policy_net.apply(params, obs, mean, std)[0]
-
-    def act(self, state: VEMState, obs: np.ndarray) -> np.ndarray:
-        """The Gaussian mean (deterministic evaluation, as in the code)."""
-        action = self._act(state.policy_params, obs, state.obs_mean, state.obs_std)
-        return np.asarray(action)
-
-
-def _with_zeros(result: tuple[VEMState, dict], keys: tuple[str, ...]) -> tuple[VEMState, dict]:
-    """Pad a branch's metrics with zeros for the other phase's keys (lax.cond needs one tree)."""
-    state, metrics = result
-    return state, {**metrics, **{k: jnp.zeros((), jnp.float32) for k in keys}}
+    def policy(self, state: VEMState, carry, obs, mode, key):
+        """The Gaussian mean in evaluation (as in the code); a sample of it when exploring."""
+        x = flat_obs(obs, self.spec)
+        mean, log_std = self.policy_net.apply(state.policy_params, x, state.obs_mean, state.obs_std)
+        if mode == EVAL:
+            return carry, mean
+        noise = jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+        return carry, jnp.clip(mean + noise, -1.0, 1.0)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from agent.networks import mlp
+from agent.observations import normalize
 
 NUM_HEADS = 4
 LOG_STD_MIN, LOG_STD_MAX = -6.0, 0.0
@@ -29,7 +30,7 @@ def value_heads(hidden: Sequence[int], num_heads: int = NUM_HEADS) -> hk.Transfo
     """obs [B, obs_dim] -> V [B, num_heads], each head its own MLP."""
 
     def forward(obs: jax.Array, obs_mean: jax.Array, obs_std: jax.Array) -> jax.Array:
-        x = (obs - obs_mean) / obs_std
+        x = normalize(obs, obs_mean, obs_std)
         heads = []
         for i in range(num_heads):
             with hk.experimental.name_scope(f"v{i}"):
@@ -50,7 +51,7 @@ def gaussian_policy(hidden: Sequence[int], act_dim: int) -> hk.Transformed:
     def forward(
         obs: jax.Array, obs_mean: jax.Array, obs_std: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        x = (obs - obs_mean) / obs_std
+        x = normalize(obs, obs_mean, obs_std)
         mean = jnp.tanh(mlp(hidden, act_dim)(x))
         theta = hk.get_parameter("log_std_logits", (act_dim,), init=jnp.zeros)
         return mean, log_std_from_logits(theta)

@@ -1,17 +1,23 @@
-"""The state-based probabilistic dynamics ensemble (algorithms.md §2.1) behind `WorldModel`."""
+"""The state-based probabilistic dynamics ensemble (algorithms.md §2.1) behind `WorldModel`.
+
+Its latent is the observation vector itself: `observe` reads the "state" field, `features` is
+the identity, and `imagine_step` samples one elite per element and takes `continue` from the
+task's termination function, which the runner gives the model when it builds it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from agent.world_model.base import LogFn, WorldModel
-from agent.world_model.checkpoint import flatten_named, load_npz, save_npz_atomic, unflatten_named
+from agent.protocol import WorldModel
 from agent.world_model.ensemble_config import EnsembleConfig
-from agent.world_model.ensemble_net import EnsembleParams, forward, init_net
+from agent.world_model.ensemble_net import EnsembleParams, ensemble_loss, forward, init_net
 from agent.world_model.ensemble_training import fit_ensemble, inputs_and_targets
 from agent.world_model.scaler import apply_scaler
-from envs.offline_data import OfflineData
 
 
 def _elite_outputs_iid(elite_net: dict, z: jax.Array, key: jax.Array):
@@ -67,32 +73,32 @@ def ensemble_step(
 
 
 class EnsembleWorldModel(WorldModel):
-    """N Gaussian MLPs predicting [s' - s, r_raw]; imagination samples one elite per element."""
+    """N Gaussian MLPs predicting [s' - s, r_raw]; imagination samples one elite per element.
 
-    def __init__(self, obs_dim: int, act_dim: int, config: EnsembleConfig | None = None):
+    termination_fn(obs, action, next_obs) -> bool gives `continue` = 1 - done (None: always 1);
+    rewards come out in training units, r = reward_scale * r_raw + reward_bias.
+    """
+
+    kind = "ensemble"
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: EnsembleConfig | None = None,
+        termination_fn: Callable | None = None,
+        reward_scale: float = 1.0,
+        reward_bias: float = 0.0,
+    ):
         self.obs_dim = obs_dim
         self.act_dim = act_dim
         self.config = config or EnsembleConfig()
+        self.termination_fn = termination_fn
+        self.reward_scale, self.reward_bias = reward_scale, reward_bias
 
-    def train(self, data: OfflineData, key: jax.Array, log: LogFn | None = None) -> EnsembleParams:
-        if data.observations.shape[1] != self.obs_dim or data.actions.shape[1] != self.act_dim:
-            raise ValueError(
-                f"data has obs/act dims {data.observations.shape[1]}/{data.actions.shape[1]}, "
-                f"model expects {self.obs_dim}/{self.act_dim}"
-            )
-        x, y = inputs_and_targets(data)
-        return fit_ensemble(x, y, key, self.config, log)
-
-    def step(
-        self, params: EnsembleParams, obs: jax.Array, action: jax.Array, key: jax.Array
-    ) -> tuple[jax.Array, jax.Array]:
-        return ensemble_step(params, obs, action, key, self.config.elite_sampling)
-
-    def input_scaler(self, params: EnsembleParams) -> tuple[jax.Array, jax.Array]:
-        return params.input_mean, params.input_std
-
-    def init_params(self, key: jax.Array) -> EnsembleParams:
-        """Untrained params (unit scaler, elites 0..E-1): the structure that `load` fills."""
+    # ---------------------------------------------------------------- training ----
+    def init(self, key: jax.Array) -> EnsembleParams:
+        """Untrained params (unit scaler, elites 0..E-1): the structure that loading fills."""
         in_dim = self.obs_dim + self.act_dim
         net = init_net(key, in_dim, self.obs_dim + 1, self.config)
         return EnsembleParams(
@@ -102,24 +108,61 @@ class EnsembleWorldModel(WorldModel):
             jnp.arange(self.config.num_elites, dtype=jnp.int32),
         )
 
-    def _file_config(self) -> dict:
+    def fit(self, data: Any, key: jax.Array, log: Callable | None = None) -> EnsembleParams:
+        """Fit the input scaler, train to early stop, pick elites (`OfflineData`-like data)."""
+        if data.observations.shape[1] != self.obs_dim or data.actions.shape[1] != self.act_dim:
+            raise ValueError(
+                f"data has obs/act dims {data.observations.shape[1]}/{data.actions.shape[1]}, "
+                f"model expects {self.obs_dim}/{self.act_dim}"
+            )
+        x, y = inputs_and_targets(data)
+        return fit_ensemble(x, y, key, self.config, log)
+
+    def loss(self, params: EnsembleParams, batch: dict, key: jax.Array) -> tuple:
+        """The ensemble's training loss (every member on the same batch of transitions)."""
+        obs = batch["observations"]["state"]
+        z = apply_scaler(
+            jnp.concatenate([obs, batch["actions"]], -1), params.input_mean, params.input_std
+        )
+        raw_reward = (batch["rewards"] - self.reward_bias) / self.reward_scale
+        y = jnp.concatenate([batch["next_observations"]["state"] - obs, raw_reward[:, None]], -1)
+        members = params.net["layers"][0]["w"].shape[0]
+        tile = lambda x: jnp.broadcast_to(x, (members, *x.shape))
+        return ensemble_loss(params.net, tile(z), tile(y), self.config)
+
+    # ------------------------------------------------------------- imagination ----
+    def observe(self, params, carry, obs: dict, prev_action=None) -> tuple[None, jax.Array]:
+        """The latent of a state observation is the state vector itself."""
+        return None, obs["state"]
+
+    def imagine_step(self, params, latent, action, key) -> tuple:
+        """s', r = ensemble_step(s, a); continue = 1 - termination_fn(s, a, s')."""
+        next_obs, raw = ensemble_step(params, latent, action, key, self.config.elite_sampling)
+        reward = self.reward_scale * raw + self.reward_bias
+        if self.termination_fn is None:
+            cont = jnp.ones_like(reward)
+        else:
+            done = self.termination_fn(latent, action, next_obs)
+            cont = 1.0 - done.astype(reward.dtype)
+        return next_obs, reward, cont
+
+    def features(self, params, latent: jax.Array) -> jax.Array:
+        return latent
+
+    def input_scaler(self, params: EnsembleParams) -> tuple[jax.Array, jax.Array]:
+        """(mean, std) over the concatenated [obs, action] input, for the agents' networks."""
+        return params.input_mean, params.input_std
+
+    # ----------------------------------------------------------------- storage ----
+    def file_config(self) -> dict:
+        """What a saved model must match to be reused: its kind and architecture (training
+        settings such as epochs or learning rate may differ)."""
+        c = self.config
         return {
-            "kind": "ensemble",
+            "kind": self.kind,
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
-            "config": self.config.to_dict(),
+            "members": c.num_members,
+            "elites": c.num_elites,
+            "hidden": list(c.hidden_sizes),
         }
-
-    def save(self, params: EnsembleParams, path: str) -> None:
-        save_npz_atomic(path, flatten_named(jax.device_get(params)), self._file_config())
-
-    def load(self, path: str) -> EnsembleParams:
-        arrays, file_config = load_npz(path)
-        dims = (file_config.get("obs_dim"), file_config.get("act_dim"))
-        if dims != (self.obs_dim, self.act_dim):
-            raise ValueError(
-                f"{path}: world model has obs_dim={dims[0]}, act_dim={dims[1]}, "
-                f"but this task needs obs_dim={self.obs_dim}, act_dim={self.act_dim}"
-            )
-        params = unflatten_named(self.init_params(jax.random.PRNGKey(0)), arrays, path)
-        return jax.tree_util.tree_map(jnp.asarray, params)

@@ -63,3 +63,20 @@ class EnsembleConfig:
         return {
             k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
+
+
+def ensemble_config(section: Any) -> EnsembleConfig:
+    """The `world_model` config section as an EnsembleConfig (ValueError on a bad combination)."""
+    return EnsembleConfig(
+        num_members=section.members,
+        num_elites=section.elites,
+        hidden_sizes=tuple(section.hidden),
+        weight_decays=tuple(section.weight_decays),
+        learning_rate=section.lr,
+        batch_size=section.batch_size,
+        holdout_fraction=section.holdout_fraction,
+        holdout_max=section.holdout_max,
+        max_epochs=section.max_epochs,
+        patience=section.patience,
+        elite_sampling=section.elite_sampling,
+    )

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agent.world_model.base import LogFn
+from agent.programs import apply_updates
 from agent.world_model.ensemble_config import EnsembleConfig
 from agent.world_model.ensemble_net import (
     EnsembleParams,
@@ -26,7 +27,6 @@ from agent.world_model.ensemble_net import (
     member_mse,
 )
 from agent.world_model.scaler import apply_scaler, fit_scaler
-from envs.offline_data import OfflineData
 
 
 class DataSplit(NamedTuple):
@@ -46,8 +46,10 @@ class TrainState(NamedTuple):
     boot_idx: jax.Array  # int32 [M, T] bootstrap indices into the train split
 
 
-def inputs_and_targets(data: OfflineData) -> tuple[np.ndarray, np.ndarray]:
-    """x = [s, a]; y = [s' - s, r_raw] with r_raw = (r - reward_bias) / reward_scale."""
+def inputs_and_targets(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """x = [s, a]; y = [s' - s, r_raw] with r_raw = (r - reward_bias) / reward_scale.
+
+    data: an `OfflineData` (any object with those arrays and the reward affine map)."""
     if data.reward_scale == 0:
         raise ValueError("OfflineData.reward_scale is 0: raw rewards cannot be recovered")
     raw_reward = (data.rewards - data.reward_bias) / data.reward_scale
@@ -144,10 +146,10 @@ def train_epoch(
         grads, info = jax.grad(ensemble_loss, has_aux=True)(
             net, data.train_z[idx], data.train_y[idx], config
         )
-        updates, opt_state = optimizer.update(grads, opt_state, net)
-        return (optax.apply_updates(net, updates), opt_state), info["loss"]
+        net, opt_state, norm = apply_updates(optimizer, net, opt_state, grads)
+        return (net, opt_state), (info["loss"], norm)
 
-    (net, opt_state), losses = jax.lax.scan(
+    (net, opt_state), (losses, norms) = jax.lax.scan(
         sgd_step, (state.net, state.opt_state), epoch_batches(boot_idx, config.batch_size)
     )
     mse = member_mse(net, data.hold_z, data.hold_y)
@@ -159,12 +161,14 @@ def train_epoch(
         best_mse=jnp.where(improved, mse, state.best_mse),
         boot_idx=boot_idx,
     )
-    return new_state, {"train_loss": jnp.mean(losses), "holdout_mse": mse, "improved": improved}
+    metrics = {"train_loss": jnp.mean(losses), "grad_norm": jnp.mean(norms)}
+    return new_state, {**metrics, "holdout_mse": mse, "improved": improved}
 
 
 def _epoch_log(metrics: dict, best_mse: np.ndarray, since: int, dt: float, n_elites: int) -> dict:
     out = {
         "train_loss": float(metrics["train_loss"]),
+        "grad_norm": float(metrics["grad_norm"]),
         "holdout_mse/elite_mean": float(np.sort(best_mse)[:n_elites].mean()),
         "improved_members": int(np.sum(metrics["improved"])),
         "epochs_since_improvement": since,
@@ -176,7 +180,11 @@ def _epoch_log(metrics: dict, best_mse: np.ndarray, since: int, dt: float, n_eli
 
 
 def fit_ensemble(
-    x: np.ndarray, y: np.ndarray, key: jax.Array, config: EnsembleConfig, log: LogFn | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    key: jax.Array,
+    config: EnsembleConfig,
+    log: Callable | None = None,
 ) -> EnsembleParams:
     """Train until no member improved for `patience` epochs (or `max_epochs`), restore each
     member's best snapshot and pick the elites. x: [N, in] raw inputs, y: [N, D] raw targets.

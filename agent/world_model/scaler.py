@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from agent.observations import normalize
+
 MIN_STD = 1e-12
 
 
@@ -19,4 +21,4 @@ def fit_scaler(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def apply_scaler(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     """z = (x - mean) / std (works on numpy and jax arrays)."""
-    return (x - mean) / std
+    return normalize(x, mean, std)

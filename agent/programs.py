@@ -1,0 +1,104 @@
+"""The one place where agents' pure functions become compiled programs.
+
+A chunk program is `begin_chunk` followed by `length` `train` steps in a `lax.scan`, jitted once
+per (phase, length). The keys are counter-based, so a chunk is a pure function of
+(state, replay, rng, step) and a resumed run draws exactly what an uninterrupted one would:
+
+    key of train step t   = fold_in(fold_in(rng, 1), t)
+    key of begin_chunk(t) = fold_in(fold_in(rng, 2), t)      (t = steps done before the chunk)
+
+Later vmaps over seeds and device meshes wrap these programs here, not in the agents.
+Also here: `apply_gradients`, the optimiser step every agent uses (it reports the gradient norm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agent import replay as replay_lib
+from agent.protocol import Agent
+
+TRAIN_STREAM, CHUNK_STREAM = 1, 2
+
+
+def step_key(rng: jax.Array, stream: int, step: jax.Array | int) -> jax.Array:
+    """The key of draw `step` in `stream` of a run whose root key is `rng`."""
+    return jax.random.fold_in(jax.random.fold_in(rng, stream), step)
+
+
+def apply_updates(
+    tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any
+) -> tuple[Any, Any, jax.Array]:
+    """params <- params + tx(grads): -> (params, opt_state, global gradient norm ||g||_2)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+
+
+def apply_gradients(
+    tx: optax.GradientTransformation,
+    params: Any,
+    opt_state: Any,
+    loss_fn: Callable,
+    has_aux: bool = False,
+) -> tuple[Any, Any, Any, jax.Array]:
+    """One optimiser step on `loss_fn(params)`: -> (params, opt_state, loss or (loss, aux),
+    global gradient norm ||g||_2)."""
+    value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
+    params, opt_state, norm = apply_updates(tx, params, opt_state, grads)
+    return params, opt_state, value, norm
+
+
+def _chunk_means(metrics: dict) -> dict:
+    """Mean over the chunk's steps; NaN marks a step where the metric was not computed."""
+    return jax.tree.map(jnp.nanmean, metrics)
+
+
+class Programs:
+    """Compiled programs of one agent, built on first use and cached."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._chunks: dict[tuple[str, int, bool], Callable] = {}
+        self._policy = jax.jit(agent.policy, static_argnames=("mode",))
+        self._add = jax.jit(replay_lib.add)
+
+    def chunk(self, phase: str, length: int, fed: bool = False) -> Callable:
+        """(state, replay, rng, step) -> (state, metrics): begin_chunk, then `length` steps.
+
+        fed: `replay` is a batch pytree [length, ...] drawn on the host, one slice per step."""
+        key = (phase, length, fed)
+        if key not in self._chunks:
+            self._chunks[key] = jax.jit(self._make_chunk(phase, length, fed))
+        return self._chunks[key]
+
+    def _make_chunk(self, phase: str, length: int, fed: bool) -> Callable:
+        agent = self.agent
+
+        def program(state, replay, rng, step):
+            begin_replay = None if fed else replay
+            state, begin_metrics = agent.begin_chunk(
+                phase, state, begin_replay, step_key(rng, CHUNK_STREAM, step)
+            )
+
+            def body(state, xs):
+                t, batch = xs
+                source = replay_lib.FedBatch(batch) if fed else replay
+                return agent.train(phase, state, source, step_key(rng, TRAIN_STREAM, t))
+
+            steps = step + jnp.arange(length)
+            state, metrics = jax.lax.scan(body, state, (steps, replay if fed else None))
+            return state, {**begin_metrics, **_chunk_means(metrics)}
+
+        return program
+
+    def policy(self, state: Any, carry: Any, obs: dict, mode: str, key: jax.Array) -> tuple:
+        """The agent's policy, jitted (one compile per mode and observation batch shape)."""
+        return self._policy(state, carry, obs, mode=mode, key=key)
+
+    def add(self, replay: replay_lib.Replay, rows: dict) -> replay_lib.Replay:
+        return self._add(replay, rows)

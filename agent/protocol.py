@@ -1,0 +1,183 @@
+"""The contracts between the runner, the agents and the world models.
+
+    runner  --spec, context-->  Agent(cfg, spec, context)
+    runner  --init(key, spec)-->                          state (a pytree)
+    runner  --phase(step)-->                              "bc" | "fqe" | "leq" | "value" | ...
+    programs: jit(begin_chunk(phase, ...) ; scan(train(phase, ...)))  (agent/programs.py)
+    runner  --policy(state, carry, obs, mode, key)-->     (carry, action)
+
+Agents are pure: they never call `jax.jit`, never read a host integer out of their state and
+never import `envs` or the runner; everything a task contributes (observation fields, action
+size, termination function, dataset statistics) reaches them through `Spec` and `Context`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import numpy as np
+
+State = Any  # a pytree of arrays
+Metrics = dict[str, jax.Array]
+WARMUP = "warmup"  # online phase: the runner acts uniformly at random and trains nothing
+EVAL, EXPLORE = "eval", "explore"  # policy modes
+POLICY_MODES = (EVAL, EXPLORE)
+
+
+class Field(NamedTuple):
+    """One named observation array: its per-step shape and dtype."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What an agent may know about its task: observation fields, action size, episode length.
+
+    Observations are dicts of named arrays, e.g. {"state": float32[d]} or
+    {"image": uint8[64, 64, 3]}; actions are float32 vectors in [-1, 1].
+    """
+
+    obs: Mapping[str, Field]
+    act_dim: int
+    max_episode_steps: int = 1000
+
+    def zeros_obs(self, batch: int) -> dict[str, np.ndarray]:
+        """A batch of all-zero observations (for network initialisation)."""
+        return {k: np.zeros((batch, *f.shape), f.dtype) for k, f in self.obs.items()}
+
+    @property
+    def flat_obs_dim(self) -> int:
+        """Size of the concatenated, flattened observation fields (`observations.flat_obs`)."""
+        return int(sum(np.prod(f.shape, dtype=np.int64) for f in self.obs.values()))
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the runner learned from the data before the agent is built.
+
+    obs_mean / obs_std: statistics of the flattened observations (`observations.py`);
+    reward_scale / reward_bias: r_used = scale * r_raw + bias (a model's raw rewards get the same);
+    data_size: rows of the offline dataset (0 online); termination_fn(obs, action, next_obs) ->
+    bool, the task's ground truth, handed to world models that need it; world: the world model
+    (None for model-free agents) and world_params its trained parameters (None: a template).
+    """
+
+    obs_mean: np.ndarray | None = None
+    obs_std: np.ndarray | None = None
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+    data_size: int = 0
+    termination_fn: Callable | None = None
+    world: Any = None
+    world_params: Any = None
+    extra: dict = field(default_factory=dict)
+
+
+class Agent(abc.ABC):
+    """A method. Subclasses set the class attributes and implement the abstract functions.
+
+    online: the runner steps an environment and counts `train.steps` in environment steps;
+    otherwise it trains on a fixed dataset and counts gradient steps.
+    uses_world_model: the runner builds `world_model.kind`, fits or loads it, and passes it in
+    the context before the agent is built.
+    """
+
+    online: ClassVar[bool] = False
+    uses_world_model: ClassVar[bool] = False
+    device_replay: ClassVar[bool] = True  # False: batches may be drawn on the host (big data)
+    horizon_cap: int | None = None  # longest trajectory its memory may sweep (None: any)
+    end_sentinel: bool = False  # its memory counts a sentinel row after each trajectory end
+
+    def __init__(self, cfg: Any, spec: Spec, context: Context) -> None:
+        self.cfg, self.spec, self.context = cfg, spec, context
+
+    @abc.abstractmethod
+    def init(self, key: jax.Array, spec: Spec) -> State:
+        """Fresh parameters and optimiser states."""
+
+    @abc.abstractmethod
+    def phase(self, step: int) -> str:
+        """Host-side schedule: the name of what step `step` does (offline: gradient steps;
+        online: environment steps, WARMUP while acting at random)."""
+
+    def begin_chunk(self, phase: str, state: State, replay: Any, key: jax.Array) -> tuple:
+        """Periodic work before a chunk of `train` steps (expansion, memory refresh, targets).
+
+        Returns (state, metrics); it runs inside the same jitted program as the chunk."""
+        return state, {}
+
+    @abc.abstractmethod
+    def train(self, phase: str, state: State, replay: Any, key: jax.Array) -> tuple:
+        """ONE gradient step of `phase` on batches drawn from `replay` -> (state, metrics)."""
+
+    @abc.abstractmethod
+    def policy(self, state: State, carry: Any, obs: dict, mode: str, key: jax.Array) -> tuple:
+        """(carry, action [B, act_dim]) for a batch of observations; `mode` in POLICY_MODES.
+
+        carry: None for memoryless policies, a recurrent latent for agents with one."""
+
+    def batch_size(self, phase: str) -> int:
+        """Rows per `train` step of `phase`; needed when batches are drawn on the host."""
+        raise NotImplementedError(f"{type(self).__name__} draws its batches on the device")
+
+    def initial_carry(self, batch: int) -> Any:
+        """The policy carry at the start of an episode (None: memoryless)."""
+        return None
+
+    # --- online agents only -------------------------------------------------------------
+    env_steps_per_chunk: int = 0  # environment steps collected between two chunks of updates
+    updates_per_chunk: int = 0  # gradient steps per chunk once learning has started
+    replay_capacity: int = 0  # rows of the online replay (FIFO)
+
+    def snapshot_params(self, state: State) -> dict | None:
+        """Policy parameters to save as a behaviour snapshot (None: not supported)."""
+        return None
+
+
+class WorldModel(abc.ABC):
+    """A learned latent dynamics model for imagination.
+
+    The object holds static configuration only; what is learned lives in a `params` pytree.
+    A latent is what the model imagines in (the observation vector for the state ensemble, the
+    (h, z) pair of an RSSM); `features(latent)` is what actor and critic read.
+    """
+
+    kind: ClassVar[str]
+
+    @abc.abstractmethod
+    def init(self, key: jax.Array) -> Any:
+        """Untrained params (also the structure that loading fills)."""
+
+    def loss(self, params: Any, batch: dict, key: jax.Array) -> tuple[jax.Array, Metrics]:
+        """Training loss on a batch (sequences for models trained jointly, like an RSSM)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained with `fit`")
+
+    def fit(self, data: Any, key: jax.Array, log: Callable | None = None) -> Any:
+        """Train to early stopping on a whole dataset and return the params (ensemble)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained jointly with `loss`")
+
+    @abc.abstractmethod
+    def observe(self, params: Any, carry: Any, obs: dict, prev_action: Any) -> tuple:
+        """Filter one observation into the latent: -> (carry, latent)."""
+
+    @abc.abstractmethod
+    def imagine_step(self, params: Any, latent: Any, action: jax.Array, key: jax.Array) -> tuple:
+        """One imagined step -> (next latent, reward in training units, continue in [0, 1])."""
+
+    @abc.abstractmethod
+    def features(self, params: Any, latent: Any) -> jax.Array:
+        """The actor's and critic's input for a latent, [..., feature_dim]."""
+
+    @abc.abstractmethod
+    def input_scaler(self, params: Any) -> tuple[jax.Array, jax.Array]:
+        """(mean, std) over [features, action]: the normaliser of the agents' networks."""
+
+    @abc.abstractmethod
+    def file_config(self) -> dict:
+        """What a saved model must match to be reused (kind, sizes)."""

@@ -1,0 +1,179 @@
+"""Command line: `python run.py [train|eval|collect|export] ...`; no subcommand means `train`.
+
+User mistakes (a missing config, an unknown key, a wrong type, a bad dataset file) print one line,
+`error: ...`, and exit with status 2; nothing already saved is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SUBCOMMANDS = ("train", "eval", "collect", "export")
+USER_ERROR = 2
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        action="append",
+        metavar="NAME_OR_PATH",
+        help="a preset name (configs/NAME.yaml) or a YAML path; repeatable, later ones override "
+        "earlier ones (default: default)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override one key, e.g. --set train.steps=5000; repeatable; the value is parsed as "
+        "YAML and must have the type of the default",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Train and evaluate world-model agents (LEQ, VEM, GEM; BC baseline).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,collect,export}")
+
+    train = sub.add_parser(
+        "train",
+        help="train an agent (resumes from LOGDIR's newest checkpoint)",
+        description="Build the dataset if needed, train, evaluate periodically and at the end. "
+        "Rerunning the same command with the same --logdir resumes exactly where it stopped.",
+    )
+    _add_config_flags(train)
+    train.add_argument(
+        "--logdir", type=Path, help="run folder (default: runs/<config names joined by '-'>)"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="evaluate the newest checkpoint of a run",
+        description="Evaluate the newest checkpoint in LOGDIR and print the mean return and the "
+        "D4RL normalised score.",
+    )
+    evaluate.add_argument("--logdir", type=Path, required=True, help="the run folder")
+    evaluate.add_argument(
+        "--episodes", type=int, default=None, help="episodes (default: eval.final_episodes)"
+    )
+
+    collect = sub.add_parser(
+        "collect",
+        help="build datasets in the real simulators (D4RL HDF5 layout)",
+        description="Build the dataset that the config's task and dataset section name, or the "
+        "ones named by --task/--quality, in D4RL HDF5 layout; existing files are reused.",
+    )
+    _add_config_flags(collect)
+    collect.add_argument("--task", action="append", help="task name; repeatable")
+    collect.add_argument("--quality", action="append", help="dataset quality; repeatable")
+
+    from envs.datasets.export import DESCRIPTION, add_export_arguments
+
+    export = sub.add_parser(
+        "export",
+        help="export a run's policy snapshots as behaviour policies",
+        description=DESCRIPTION,
+    )
+    add_export_arguments(export)
+    return parser
+
+
+def default_logdir(config_names: list[str]) -> Path:
+    return Path("runs") / "-".join(Path(name).stem for name in config_names)
+
+
+def _cmd_train(args) -> int:
+    from agent.config import load_config
+    from agent.runner import train
+
+    names = args.config or ["default"]
+    cfg = load_config(names, args.overrides)
+    logdir = args.logdir or default_logdir(names)
+    result = train(cfg, logdir, quiet=args.quiet)
+    print(json.dumps({"logdir": str(logdir), **result}))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from agent.runner import evaluate_logdir
+
+    result = evaluate_logdir(args.logdir, args.episodes)
+    print(
+        f"step {result['step']}: {result['episodes']} episodes, "
+        f"mean return {result['eval/return']:.2f} +- {result['eval/return_std']:.2f}, "
+        f"normalized score {result['eval/normalized_score']:.2f}"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_collect(args) -> int:
+    from agent.config import load_config
+    from envs.datasets import ensure_dataset
+
+    cfg = load_config(args.config or ["default"], args.overrides)
+    tasks = args.task or [cfg.task]
+    qualities = args.quality or [cfg.dataset.quality]
+    for task in tasks:
+        for quality in qualities:
+            dataset_cfg = {**cfg.dataset.to_dict(), "quality": quality, "path": None}
+            path = ensure_dataset(task, dataset_cfg)
+            print(f"{task} {quality}: {path} ({dataset_summary(task, path)})", flush=True)
+    return 0
+
+
+def dataset_summary(task_name: str, path: Path) -> str:
+    """Steps, trajectories (split at terminals and timeouts), mean return and normalised score."""
+    import envs
+    from envs.datasets.d4rl_hdf5 import read_d4rl_hdf5
+    from envs.datasets.preprocess import return_stats
+
+    raw = read_d4rl_hdf5(path)
+    ends = (raw["terminals"] > 0) | (raw["timeouts"] > 0)
+    stats = return_stats(raw["rewards"], ends)
+    score = envs.get_task(task_name).normalized_score(stats["return_mean"])
+    return (
+        f"{len(raw['rewards'])} steps, {stats['n_episodes']} trajectories, "
+        f"mean return {stats['return_mean']:.1f}, normalized score {score:.1f}"
+    )
+
+
+def _cmd_export(args) -> int:
+    from envs.datasets.export import run_export
+
+    return run_export(args)
+
+
+COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "collect": _cmd_collect,
+    "export": _cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv = ["train", *argv]
+    args = build_parser().parse_args(argv)
+
+    from agent.config import ConfigError
+    from envs import UnknownTaskError
+    from envs.datasets.errors import DatasetError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DatasetError, UnknownTaskError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        return 130

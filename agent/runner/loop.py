@@ -1,0 +1,448 @@
+"""One training run as a plain function of its config: `train(cfg, logdir) -> result`.
+
+One loop serves offline and online methods. The runner owns the step counter, the replay, the
+data source (a dataset, or a simulator it steps), evaluation, logging and the checkpoint layout
+
+    RunState = {agent: the agent's state, replay: the online replay (None offline: the dataset
+                is rebuilt from its file), counters: step, updates, episode counters,
+                rng: the run's root key}
+
+What `train.steps` counts: gradient steps for offline methods (pre-training phases included);
+environment steps for online methods, whose `train.*` intervals are environment steps too.
+
+A run resumes from the newest intact checkpoint in `logdir`. Every random draw is a function of
+(rng, purpose, counter) (`agent/programs.py`), so a resumed run draws exactly what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+import envs
+from agent import checkpoint
+from agent import replay as replay_lib
+from agent.config import Config, ConfigError, load_config
+from agent.logger import Logger
+from agent.methods import agent_class
+from agent.programs import Programs
+from agent.protocol import EVAL, EXPLORE, WARMUP, Agent, Context
+from agent.runner import rundir
+from agent.runner.evaluation import evaluate
+from agent.runner.jax_setup import configure_jax
+from agent.runner.rundir import CHECKPOINT_DIR, CONTEXT_FILE, RESULT_FILE
+from agent.runner.sources import (
+    EpisodeRunner,
+    dataset_arrays,
+    offline_context,
+    online_context,
+    place_replay,
+    task_spec,
+)
+from agent.runner.world_models import build_world_model, prepare_world_model
+
+INIT_STREAM = 0
+EXPLORE_SALT = 0x6E3  # exploration keys: fold_in(fold_in(PRNGKey(seed), salt), env step)
+EVAL_KEY = jax.random.PRNGKey(0)  # evaluation policies are deterministic; the key is unused
+
+
+class RunState(NamedTuple):
+    agent: Any
+    replay: Any  # replay_lib.Replay online, None offline
+    counters: dict
+    rng: jax.Array
+
+
+def new_counters() -> dict:
+    return {
+        "step": np.int64(0),
+        "updates": np.int64(0),
+        "episode": np.int64(0),
+        "episode_steps": np.int64(0),
+        "episode_return": np.float64(0.0),
+    }
+
+
+# ------------------------------------------------------------------------------ checks ----
+def check_schedule(cfg: Config, chunk: int, unit: str) -> None:
+    """Every interval must be a whole number of chunks (`unit` names the chunk's config key)."""
+    intervals = {f"train.{k}": cfg.train[k] for k in ("steps", "log_every", "eval_every")}
+    intervals["train.checkpoint_every"] = cfg.train.checkpoint_every
+    intervals["eval.video_every"] = cfg.eval.video_every
+    snapshot = cfg[cfg.method].get("snapshot_every") if cfg.method in cfg else None
+    if snapshot is not None:
+        intervals[f"{cfg.method}.snapshot_every"] = snapshot
+    for key, value in intervals.items():
+        if value % chunk:
+            raise ConfigError(f"{key}={value} must be a multiple of {unit}={chunk}")
+
+
+# ---------------------------------------------------------------------------- building ----
+def build(cfg: Config, logdir: Path):
+    """(agent, replay, context) for a run: data loaded, statistics and world model ready."""
+    cls = agent_class(cfg.method)
+    task = envs.get_task(cfg.task)
+    spec = task_spec(task)
+    if cls.online:
+        agent, replay = cls(cfg, spec, online_context(task, spec)), None
+        if agent.replay_capacity < spec.max_episode_steps:
+            raise ConfigError(
+                f"{cfg.method}.capacity={agent.replay_capacity} must hold a whole episode "
+                f"({spec.max_episode_steps} steps): resuming replays the episode in progress"
+            )
+        longest = spec.max_episode_steps + int(agent.end_sentinel)
+        if agent.horizon_cap is not None and longest > agent.horizon_cap:
+            raise ConfigError(
+                f"{cfg.method}.max_step={agent.horizon_cap}: {cfg.task}'s episodes reach {longest} "
+                "rows (with the sentinel row), longer than the horizon cap, which is not "
+                "implemented (set it to null to accept the uncapped sweep)"
+            )
+    else:
+        from envs.datasets import check_segment_lengths, load_dataset
+
+        data = load_dataset(cfg.task, cfg.dataset)
+        context = offline_context(task, spec, data)
+        if cls.uses_world_model:
+            context = prepare_world_model(cfg, spec, context, data, logdir)
+        agent = cls(cfg, spec, context)
+        check_segment_lengths(data, agent.horizon_cap, cfg.method, agent.end_sentinel)
+        replay = place_replay(cfg, dataset_arrays(data), cls.device_replay)
+        rundir.write_json_atomic(
+            logdir / CONTEXT_FILE,
+            {
+                "data_size": context.data_size,
+                "reward_scale": context.reward_scale,
+                "reward_bias": context.reward_bias,
+            },
+        )
+    return agent, replay, spec
+
+
+def fresh_run(cfg: Config, agent: Agent, spec) -> RunState:
+    rng = jax.random.PRNGKey(cfg.seed)
+    state = agent.init(jax.random.fold_in(rng, INIT_STREAM), spec)
+    replay = replay_lib.empty(spec, agent.replay_capacity) if agent.online else None
+    return RunState(state, replay, new_counters(), rng)
+
+
+def latest_run(logdir: Path, template: RunState) -> RunState | None:
+    """The newest intact checkpoint of the run in `logdir` (ConfigError if it does not fit)."""
+    try:
+        found = checkpoint.load_latest(logdir / CHECKPOINT_DIR, template)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; it was written by another version or config") from None
+    return None if found is None else found[1]
+
+
+def restore(cfg: Config, agent: Agent, spec, logdir: Path) -> RunState:
+    """The newest intact checkpoint's RunState, or a fresh one."""
+    run = fresh_run(cfg, agent, spec)
+    return latest_run(logdir, run) or run
+
+
+# ------------------------------------------------------------------------------- train ----
+def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
+    """Train `cfg.method` on `cfg.task`, evaluating and checkpointing as configured.
+
+    Returns the final evaluation metrics (also written to LOGDIR/result.json).
+    """
+    configure_jax(cfg.jax)
+    logdir = Path(logdir)
+    cls = agent_class(cfg.method)
+    chunk = cfg[cfg.method].train_every if cls.online else cfg.train.updates_per_call
+    check_schedule(
+        cfg, chunk, f"{cfg.method}.train_every" if cls.online else "train.updates_per_call"
+    )
+    rundir.prepare_logdir(cfg, logdir)
+    agent, replay, spec = build(cfg, logdir)
+    run = restore(cfg, agent, spec, logdir)
+    step = int(run.counters["step"])
+    if step:
+        print(f"resumed from step {step}", flush=True)
+        rundir.trim_metrics(logdir, step)
+    result = rundir.read_result(logdir)
+    if step >= cfg.train.steps and result is not None:
+        print(f"run in {logdir} is already complete ({cfg.train.steps} steps)", flush=True)
+        return result
+    loop = Loop(cfg, agent, spec, logdir, quiet)
+    try:
+        run = loop.online(run) if agent.online else loop.offline(run, replay)
+        return loop.final_evaluation(run)
+    finally:
+        loop.close()
+
+
+class Loop:
+    """The training loop's host side: chunks, logging, evaluation, checkpoints."""
+
+    def __init__(self, cfg: Config, agent: Agent, spec, logdir: Path, quiet: bool) -> None:
+        self.cfg, self.agent, self.spec, self.logdir = cfg, agent, spec, logdir
+        self.programs = Programs(agent)
+        self.logger: Logger | None = None
+        self.quiet = quiet
+        self.closers: list = []
+
+    def _start_logger(self, step: int) -> None:
+        self.logger = Logger(self.logdir, self.cfg.train.steps, initial_step=step, quiet=self.quiet)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+        if self.logger is not None:
+            self.logger.close()
+
+    # ------------------------------------------------------------------------ offline ----
+    def offline(self, run: RunState, replay) -> RunState:
+        t = self.cfg.train
+        step = int(run.counters["step"])
+        self._start_logger(step)
+        feed = self._host_feed(replay, step) if isinstance(replay, replay_lib.HostReplay) else None
+        clock = Clock(step)
+        while step < t.steps:
+            phase = self.agent.phase(step)
+            length = self._chunk_length(step, phase)
+            if feed is None:
+                program, data = self.programs.chunk(phase, length), replay
+            else:
+                program, data = self.programs.chunk(phase, length, fed=True), feed(step, length)
+            try:
+                state, metrics = program(run.agent, data, run.rng, step)
+                jax.block_until_ready(state)
+            except KeyboardInterrupt:
+                self._save_on_interrupt(run)
+                raise
+            step += length
+            run = run._replace(agent=state, counters={**run.counters, "step": np.int64(step)})
+            if crossed(step, length, t.log_every):
+                metrics = {**jax.device_get(metrics), **clock.rate(step, "updates_per_second")}
+                self.logger.scalars(step, metrics)
+            self._after_chunk(run, step, length)
+        return run
+
+    def _chunk_length(self, step: int, phase: str) -> int:
+        """updates_per_call steps, cut where the phase or the run ends."""
+        length = min(self.cfg.train.updates_per_call, self.cfg.train.steps - step)
+        for i in range(1, length):
+            if self.agent.phase(step + i) != phase:
+                return i
+        return length
+
+    def _host_feed(self, replay: replay_lib.HostReplay, first: int):
+        """step, length -> the stacked device batches of those steps, drawn ahead on a thread."""
+        seed, agent = self.cfg.seed, self.agent
+
+        def draw(step: int) -> dict:
+            size = agent.batch_size(agent.phase(step))
+            return replay.sample(replay_lib.host_rng(seed, step), size)
+
+        prefetcher = replay_lib.Prefetcher(draw, first)
+        self.closers.append(prefetcher.close)
+
+        def feed(step: int, length: int) -> dict:
+            batches = [prefetcher.get(s) for s in range(step, step + length)]
+            return jax.tree.map(lambda *xs: jax.numpy.stack(xs), *batches)
+
+        return feed
+
+    # ------------------------------------------------------------------------- online ----
+    def online(self, run: RunState) -> RunState:
+        cfg, agent = self.cfg, self.agent
+        step = int(run.counters["step"])
+        runner = EpisodeRunner(cfg, run.counters)
+        self.closers.append(runner.close)
+        runner.replay_episode(run.replay)
+        self._start_logger(step)
+        chunk = agent.env_steps_per_chunk
+        explore_root = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), EXPLORE_SALT)
+        random_action = jax.jit(
+            lambda t: jax.random.uniform(
+                jax.random.fold_in(explore_root, t), (self.spec.act_dim,), minval=-1.0, maxval=1.0
+            )
+        )
+        clock = Clock(step)
+        while step < cfg.train.steps:
+            rows = replay_lib.host_rows(self.spec, chunk)
+            try:
+                for i in range(chunk):
+                    t = step + i
+                    if agent.phase(t) == WARMUP:
+                        action = random_action(t)
+                    else:
+                        obs = {k: v[None] for k, v in runner.obs.items()}
+                        key = jax.random.fold_in(explore_root, t)
+                        action = self.programs.policy(run.agent, None, obs, EXPLORE, key)[1][0]
+                    runner.step(np.asarray(action), rows, i)
+                replay = self.programs.add(run.replay, rows)
+                state, metrics, updates = run.agent, {}, int(run.counters["updates"])
+                phase = agent.phase(step + chunk)
+                if phase != WARMUP:
+                    program = self.programs.chunk(phase, agent.updates_per_chunk)
+                    state, metrics = program(state, replay, run.rng, updates)
+                    updates += agent.updates_per_chunk
+                jax.block_until_ready(state)
+            except KeyboardInterrupt:
+                # The episode in progress is replayed from the checkpoint's replay on resume.
+                self._save_on_interrupt(run)
+                raise
+            step += chunk
+            counters = {"step": np.int64(step), "updates": np.int64(updates), **runner.counters()}
+            run = RunState(state, replay, _typed(counters), run.rng)
+            if crossed(step, chunk, cfg.train.log_every):
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                metrics.update(runner.pop_finished())
+                metrics.update(clock.rate(step, "env_steps_per_second"))
+                self.logger.scalars(step, metrics)
+            self._save_snapshot(run, step, chunk)
+            self._after_chunk(run, step, chunk)
+        return run
+
+    def _save_snapshot(self, run: RunState, step: int, chunk: int) -> None:
+        every = self.cfg[self.cfg.method].get("snapshot_every", 0)
+        params = self.agent.snapshot_params(run.agent)
+        if every and params is not None and crossed(step, chunk, every):
+            save_snapshot(self.logdir, step, jax.device_get(params))
+
+    # ------------------------------------------------------------------------- shared ----
+    def _after_chunk(self, run: RunState, step: int, length: int) -> None:
+        """Periodic evaluation (with video when due) and checkpoint, then the progress display."""
+        t, e = self.cfg.train, self.cfg.eval
+        if crossed(step, length, t.eval_every) and step < t.steps:
+            record = crossed(step, length, e.video_every)
+            self.evaluate_and_log(run, step, e.episodes, record)
+        if crossed(step, length, t.checkpoint_every) or step == t.steps:
+            checkpoint.save(self.logdir / CHECKPOINT_DIR, step, run, t.keep_checkpoints)
+        self.logger.advance(step)
+
+    def _save_on_interrupt(self, run: RunState) -> None:
+        """Ctrl-C: keep the work of every finished chunk, so the rerun resumes from here."""
+        step = int(run.counters["step"])
+        checkpoint.save(self.logdir / CHECKPOINT_DIR, step, run, self.cfg.train.keep_checkpoints)
+        self.logger.message(f"interrupted at step {step}; rerun the same command to resume")
+
+    def evaluate_and_log(self, run: RunState, step: int, episodes: int, record: bool) -> dict:
+        """Evaluate the agent's deterministic policy; log the metrics (and video when `record`)."""
+        cfg = self.cfg
+        act = policy_fn(self.programs, run.agent)
+        metrics, frames = evaluate(
+            act, cfg.task, episodes, cfg.seed, record=record, frame_size=cfg.eval.video_size
+        )
+        self.logger.scalars(step, metrics)
+        if record:
+            self.logger.video(step, frames)
+        return metrics
+
+    def final_evaluation(self, run: RunState) -> dict:
+        """The final evaluation, logged and written to LOGDIR/result.json."""
+        cfg, step = self.cfg, int(run.counters["step"])
+        record = bool(cfg.eval.video_every)
+        metrics = self.evaluate_and_log(run, step, cfg.eval.final_episodes, record)
+        result = {"step": step, "episodes": cfg.eval.final_episodes, **metrics}
+        rundir.write_json_atomic(self.logdir / RESULT_FILE, result)
+        self.logger.message(
+            f"final evaluation ({cfg.eval.final_episodes} episodes): "
+            f"return {metrics['eval/return']:.1f} +- {metrics['eval/return_std']:.1f}, "
+            f"normalized score {metrics['eval/normalized_score']:.1f}"
+        )
+        return result
+
+
+def _typed(counters: dict) -> dict:
+    types = {k: type(v) for k, v in new_counters().items()}
+    return {k: types[k](v) for k, v in counters.items()}
+
+
+def crossed(step: int, length: int, every: int) -> bool:
+    """True when the chunk (step - length, step] reached a multiple of `every` (0: never)."""
+    return bool(every) and step // every > (step - length) // every
+
+
+class Clock:
+    """Rates between two logged steps."""
+
+    def __init__(self, step: int) -> None:
+        self.time, self.step = time.perf_counter(), step
+
+    def rate(self, step: int, name: str) -> dict:
+        now = time.perf_counter()
+        value = (step - self.step) / max(now - self.time, 1e-9)
+        self.time, self.step = now, step
+        return {f"train/{name}": value}
+
+
+def policy_fn(programs: Programs, state) -> Any:
+    """obs [B, ...] (a flat vector batch or a dict of fields) -> deterministic actions."""
+
+    def act(obs):
+        obs = obs if isinstance(obs, dict) else {"state": np.asarray(obs, np.float32)}
+        return np.asarray(programs.policy(state, None, obs, EVAL, EVAL_KEY)[1])
+
+    return act
+
+
+def save_snapshot(logdir: Path, step: int, params: dict) -> Path:
+    """Write the policy's parameters to LOGDIR/snapshots/actor_<step>.npz (atomically)."""
+    folder = logdir / rundir.SNAPSHOT_DIR
+    folder.mkdir(exist_ok=True)
+    flat = {
+        f"{module}/{name}": np.asarray(value)
+        for module, leaves in params.items()
+        for name, value in leaves.items()
+    }
+    path = folder / f"actor_{step:08d}.npz"
+    tmp = folder / f".tmp_actor_{step:08d}.npz"
+    np.savez(tmp, **flat)
+    tmp.replace(path)
+    return path
+
+
+# -------------------------------------------------------------------------- evaluation ----
+def load_run(logdir: Path) -> tuple[Agent, RunState]:
+    """The agent and newest intact RunState of the run in `logdir`, rebuilt without its data."""
+    logdir = Path(logdir)
+    config_path = logdir / "config.yaml"
+    if not config_path.exists():
+        raise ConfigError(f"{logdir} holds no run (no config.yaml)")
+    cfg = load_config([str(config_path)])
+    cls = agent_class(cfg.method)
+    task = envs.get_task(cfg.task)
+    spec = task_spec(task)
+    facts = {}
+    if not cls.online:
+        if not (logdir / CONTEXT_FILE).exists():
+            raise ConfigError(f"{logdir} has no {CONTEXT_FILE}: it was written by an older version")
+        facts = json.loads((logdir / CONTEXT_FILE).read_text())
+    context = Context(
+        obs_mean=np.zeros(spec.flat_obs_dim, np.float32),
+        obs_std=np.ones(spec.flat_obs_dim, np.float32),
+        termination_fn=task.termination_fn,
+        **facts,
+    )
+    if cls.uses_world_model:
+        context = dataclasses.replace(context, world=build_world_model(cfg, spec, context))
+    agent = cls(cfg, spec, context)
+    run = latest_run(logdir, fresh_run(cfg, agent, spec))
+    if run is None:
+        raise ConfigError(f"{logdir} holds no checkpoint yet ({logdir / CHECKPOINT_DIR} is empty)")
+    return agent, run
+
+
+def load_policy(logdir: Path):
+    """obs -> deterministic action of the newest checkpoint in `logdir`."""
+    agent, run = load_run(logdir)
+    return policy_fn(Programs(agent), run.agent)
+
+
+def evaluate_logdir(logdir: Path, episodes: int | None = None) -> dict:
+    """Evaluate the newest checkpoint of the run in `logdir`, rebuilt from its saved config."""
+    agent, run = load_run(logdir)
+    cfg = agent.cfg
+    count = episodes or cfg.eval.final_episodes
+    metrics, _ = evaluate(policy_fn(Programs(agent), run.agent), cfg.task, count, cfg.seed)
+    return {"step": int(run.counters["step"]), "episodes": count, **metrics}

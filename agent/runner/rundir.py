@@ -1,0 +1,61 @@
+"""The run folder: the saved config, metrics trimmed on resume, the result and the data facts.
+
+LOGDIR/config.yaml        the resolved config (a rerun with another config is refused)
+LOGDIR/context.json       what the run learned from its data before training (sizes, reward
+                          scaling), so evaluation can rebuild the agent without the data
+LOGDIR/metrics.jsonl      one JSON object per logged step; tb/ TensorBoard events
+LOGDIR/checkpoints/       ckpt_<step>/ {agent state, replay (online), counters, RNG}
+LOGDIR/world_model/       the trained world model (same checkpoint format)
+LOGDIR/result.json        the final evaluation
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent.config import Config, ConfigError, dump_config, first_difference, load_yaml_file
+
+CHECKPOINT_DIR = "checkpoints"
+RESULT_FILE = "result.json"
+CONTEXT_FILE = "context.json"
+WORLD_MODEL_DIR = "world_model"
+SNAPSHOT_DIR = "snapshots"
+
+
+def write_json_atomic(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
+
+
+def prepare_logdir(cfg: Config, logdir: Path) -> None:
+    """Save the resolved config, or check that an existing run in `logdir` used the same one."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    saved_path = logdir / "config.yaml"
+    if saved_path.exists():
+        saved = load_yaml_file(saved_path)
+        key = first_difference(saved, cfg.to_dict())
+        if key is not None:
+            raise ConfigError(
+                f"{logdir} holds a run with a different config (key '{key}'); "
+                "rerun with the same config to resume, or choose another --logdir"
+            )
+    else:
+        dump_config(cfg, saved_path)
+
+
+def trim_metrics(logdir: Path, step: int) -> None:
+    """Drop metric lines written after checkpoint `step` by a run that was then interrupted."""
+    path = logdir / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def read_result(logdir: Path) -> dict | None:
+    path = logdir / RESULT_FILE
+    return json.loads(path.read_text()) if path.exists() else None

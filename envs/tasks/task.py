@@ -1,0 +1,46 @@
+"""The description of one task: how to build its simulator and how to score and terminate it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+# done = termination_fn(obs, action, next_obs); works on numpy and jax arrays of shape
+# [..., dim] and returns a boolean array of shape [...].
+TerminationFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the agent needs to know about a task.
+
+    `make(seed, render)` returns a gymnasium.Env whose observations are flat float32 vectors in the
+    D4RL layout of the task, whose actions lie in [-1, 1]^act_dim, and which applies the task's
+    time limit (terminated = a true terminal state, truncated = the time limit).
+    """
+
+    name: str
+    family: str  # "locomotion" | "maze2d" | "antmaze" | "dmc"
+    obs_dim: int
+    act_dim: int
+    max_episode_steps: int
+    ref_min_score: float
+    ref_max_score: float
+    termination_fn: TerminationFn
+    make: Callable[..., gym.Env]
+
+    @property
+    def observation_fields(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The observation as named arrays with shape and dtype: {"state": ((obs_dim,), "float32")}.
+
+        The simulators return the flat "state" vector; a consumer that wants the dict form wraps
+        it under this name (pixel tasks will name an "image" field here)."""
+        return {"state": ((self.obs_dim,), "float32")}
+
+    def normalized_score(self, episode_return: float) -> float:
+        """100 * (R - ref_min) / (ref_max - ref_min), the D4RL normalised score."""
+        span = self.ref_max_score - self.ref_min_score
+        return 100.0 * (episode_return - self.ref_min_score) / span

@@ -1,0 +1,92 @@
+"""Fingerprints of the debug runs of every method: final metrics and the final policy's actions.
+
+`python -m tests.fingerprint --write` records them in tests/records/fingerprints.json; the test in
+tests/test_fingerprints.py reruns the debug runs and compares. A fingerprint is functional, so it
+survives a change of the state's layout: the last logged training metrics, the final evaluation,
+and the final policy's deterministic actions on fixed probe observations (every parameter of the
+actor shows there; the critics show through the losses and through the actor they trained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import load_config
+
+DATA = Path(__file__).resolve().parent / "records" / "fingerprints.json"
+RUNS = {
+    "bc": (["default", "debug"], ["method=bc"]),
+    "leq": (["default", "debug"], []),
+    "vem": (["vem_maze2d_umaze", "debug"], []),
+    "gem": (["gem_hopper", "debug"], []),
+}
+PROBES = 16
+
+
+def probe_observations(task: str) -> np.ndarray:
+    """Reset observations of the task's simulator for seeds 0..PROBES-1, plus a fixed jitter."""
+    import envs
+
+    env = envs.make_env(task)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(PROBES)]).astype(np.float32)
+    env.close()
+    jitter = np.random.default_rng(0).normal(0.0, 0.1, obs.shape).astype(np.float32)
+    return obs + jitter
+
+
+def final_policy_actions(logdir: Path, obs: np.ndarray) -> np.ndarray:
+    """The deterministic actions of the newest checkpoint's policy on `obs`."""
+    from agent.runner.loop import load_policy
+
+    act = load_policy(logdir)
+    return np.asarray(act(obs), np.float64)
+
+
+def fingerprint(method: str, data_dir: Path, work: Path) -> dict:
+    """Run the method's debug run (seed 0) and summarise what it ended with."""
+    from agent.runner import train
+
+    names, sets = RUNS[method]
+    cfg = load_config(names, [*sets, f"dataset.dir={data_dir}", "seed=0"])
+    logdir = work / method
+    result = train(cfg, logdir, quiet=True)
+    records = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
+    train_metrics = {}
+    for record in records:  # the last value of every training metric
+        train_metrics.update(
+            {
+                k: v
+                for k, v in record.items()
+                if k.startswith(("train/", "pretrain/")) and "per_second" not in k
+            }
+        )
+    actions = final_policy_actions(logdir, probe_observations(cfg.task))
+    return {
+        "result": {k: v for k, v in result.items() if k.startswith("eval/")},
+        "train": train_metrics,
+        "actions": actions.round(6).tolist(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", action="store_true", help="record tests/records/fingerprints.json")
+    parser.add_argument("--method", action="append", help="only these methods")
+    args = parser.parse_args()
+    methods = args.method or list(RUNS)
+    with tempfile.TemporaryDirectory() as tmp:
+        found = {m: fingerprint(m, Path(tmp) / "data", Path(tmp)) for m in methods}
+    if args.write:
+        stored = json.loads(DATA.read_text()) if DATA.exists() else {}
+        stored.update(found)
+        DATA.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    print(json.dumps(found, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""One contract for every registered method, on a state spec and on a small image spec.
+
+init -> a compiled chunk of every phase the schedule names -> policy in both modes -> checkpoint
+round trip -> resume: two chunks straight equal one chunk, save, load, one chunk. No simulator
+is involved: the data are synthetic rows in the replay layout, so this runs in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from agent import checkpoint
+from agent import replay as replay_lib
+from agent.config import load_config
+from agent.methods import METHODS, agent_class
+from agent.observations import observation_stats
+from agent.programs import Programs
+from agent.protocol import EVAL, EXPLORE, POLICY_MODES, WARMUP, Context, Field, Spec
+from agent.runner.loop import RunState, new_counters
+from agent.runner.world_models import build_world_model
+from tests.conftest import leaves_equal
+
+ROWS, EPISODE, ACT = 240, 12, 2
+SPECS = {
+    "state": Spec({"state": Field((5,), np.dtype(np.float32))}, ACT, EPISODE),
+    "image": Spec({"image": Field((16, 16, 3), np.dtype(np.uint8))}, ACT, EPISODE),
+}
+NEEDS_PIXEL_WORLD_MODEL = {"leq"}  # the state ensemble cannot model images (an RSSM will)
+
+
+def synthetic_rows(spec: Spec, count: int, seed: int = 0) -> dict:
+    """Random rows in the replay layout, trajectories of EPISODE rows."""
+    rng = np.random.default_rng(seed)
+
+    def obs():
+        out = {}
+        for name, field in spec.obs.items():
+            if field.dtype == np.uint8:
+                out[name] = rng.integers(0, 256, (count, *field.shape), dtype=np.uint8)
+            else:
+                out[name] = rng.normal(size=(count, *field.shape)).astype(field.dtype)
+        return out
+
+    ends = (np.arange(count) % EPISODE == EPISODE - 1).astype(np.float32)
+    return {
+        "observations": obs(),
+        "next_observations": obs(),
+        "actions": rng.uniform(-1, 1, (count, spec.act_dim)).astype(np.float32),
+        "rewards": rng.normal(size=count).astype(np.float32),
+        "masks": np.ones(count, np.float32),
+        "timeouts": ends,
+        "episode_ends": ends,
+    }
+
+
+def build_agent(method: str, spec: Spec, rows: dict):
+    cfg = load_config(["debug"], [f"method={method}", "train.steps=400"])
+    cls = agent_class(method)
+    mean, std = observation_stats(rows["observations"], spec)
+    context = Context(obs_mean=mean, obs_std=std, data_size=0 if cls.online else ROWS)
+    if cls.uses_world_model:
+        world = build_world_model(cfg, spec, context)
+        context = dataclasses.replace(
+            context, world=world, world_params=world.init(jax.random.PRNGKey(1))
+        )
+    return cfg, cls(cfg, spec, context)
+
+
+def training_phases(agent, cfg) -> list[str]:
+    phases = []
+    for step in range(cfg.train.steps):
+        phase = agent.phase(step)
+        if phase != WARMUP and phase not in phases:
+            phases.append(phase)
+    return phases
+
+
+def make_replay(agent, spec: Spec, rows: dict):
+    if agent.online:
+        return replay_lib.add(replay_lib.empty(spec, agent.replay_capacity), rows)
+    return replay_lib.full(rows)
+
+
+HEAVY = {("leq", "state"), ("gem", "image")}  # compile-bound (10-30 s): run with the slow tests
+CASES = [
+    pytest.param(method, kind, marks=[pytest.mark.slow] if (method, kind) in HEAVY else [])
+    for method in sorted(METHODS)
+    for kind in sorted(SPECS)
+]
+
+
+@pytest.mark.parametrize(("method", "kind"), CASES)
+def test_agent_contract(method, kind, tmp_path):
+    if kind == "image" and method in NEEDS_PIXEL_WORLD_MODEL:
+        pytest.skip(f"{method} needs a pixel world model (RSSM), which does not exist yet")
+    spec = SPECS[kind]
+    rows = synthetic_rows(spec, ROWS)
+    cfg, agent = build_agent(method, spec, rows)
+    replay = make_replay(agent, spec, rows)
+    rng = jax.random.PRNGKey(0)
+    state = agent.init(jax.random.fold_in(rng, 0), spec)
+    programs = Programs(agent)
+
+    phases = training_phases(agent, cfg)
+    assert phases, "the schedule names no training phase"
+    for phase in phases:
+        state, metrics = programs.chunk(phase, 2)(state, replay, rng, 0)
+        assert metrics, f"phase {phase} reports no metrics"
+        for key, value in metrics.items():
+            assert np.isfinite(np.asarray(value)).all() or "actor_loss" in key, key
+
+    obs = {k: v[:7] for k, v in rows["observations"].items()}
+    for mode in POLICY_MODES:
+        carry, action = programs.policy(state, agent.initial_carry(7), obs, mode, rng)
+        action = np.asarray(action)
+        assert action.shape == (7, spec.act_dim) and np.isfinite(action).all()
+        assert np.all(np.abs(action) <= 1.0 + 1e-6), mode
+    _, a1 = programs.policy(state, None, obs, EVAL, jax.random.PRNGKey(1))
+    _, a2 = programs.policy(state, None, obs, EVAL, jax.random.PRNGKey(2))
+    np.testing.assert_array_equal(a1, a2)  # evaluation is deterministic
+    _, e1 = programs.policy(state, None, obs, EXPLORE, jax.random.PRNGKey(1))
+    assert e1.shape == a1.shape
+
+    run = RunState(state, replay if agent.online else None, new_counters(), rng)
+    checkpoint.save(tmp_path, 2, run)
+    template = RunState(
+        agent.init(jax.random.PRNGKey(9), spec),
+        make_replay(agent, spec, synthetic_rows(spec, ROWS, seed=1)) if agent.online else None,
+        new_counters(),
+        jax.random.PRNGKey(9),
+    )
+    step, restored = checkpoint.load_latest(tmp_path, template)
+    assert step == 2 and leaves_equal(restored, run)
+
+    last = phases[-1]
+    program = programs.chunk(last, 2)
+    straight, _ = program(*program(state, replay, rng, 10)[:1], replay, rng, 12)
+    resumed_replay = restored.replay if agent.online else replay
+    after_first, _ = program(restored.agent, resumed_replay, restored.rng, 10)
+    resumed, _ = program(after_first, resumed_replay, restored.rng, 12)
+    assert leaves_equal(straight, resumed)
+
+
+def test_host_fed_batches_train_like_device_sampling():
+    """BC on the image spec: batches drawn on the host and fed in give a training step."""
+    spec = SPECS["image"]
+    rows = synthetic_rows(spec, ROWS)
+    cfg, agent = build_agent("bc", spec, rows)
+    host = replay_lib.HostReplay(rows)
+    batches = [host.sample(replay_lib.host_rng(0, t), agent.batch_size("bc")) for t in range(3)]
+    stacked = jax.tree.map(lambda *x: np.stack(x), *batches)
+    assert stacked["observations"]["image"].dtype == np.uint8  # frames stay uint8 to the device
+    state = agent.init(jax.random.PRNGKey(0), spec)
+    program = Programs(agent).chunk("bc", 3, fed=True)
+    new_state, metrics = program(state, stacked, jax.random.PRNGKey(0), 0)
+    assert np.isfinite(float(metrics["train/loss"]))
+    assert not leaves_equal(new_state.params, state.params)
