@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -225,10 +225,6 @@ class Prefetcher:
         if got != draw:
             raise RuntimeError(f"prefetcher out of order: wanted draw {draw}, got {got}")
         return batch
-
-    def __iter__(self) -> Iterator[Batch]:
-        while True:
-            yield self._queue.get()[1]
 
     def close(self) -> None:
         self._stop.set()

@@ -75,7 +75,7 @@ def fingerprint(method: str, data_dir: Path, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="record tests/records/fingerprints.json")
+    parser.add_argument("--write", action="store_true", help=f"record {DATA}")
     parser.add_argument("--method", action="append", help="only these methods")
     args = parser.parse_args()
     methods = args.method or list(RUNS)

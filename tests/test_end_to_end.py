@@ -140,3 +140,29 @@ def test_horizon_cap_refuses_longer_trajectories_in_one_line(
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert fragment in proc.stderr
+
+
+def test_host_replay_run_resumes_exactly(tmp_path, data_dir):
+    """replay.placement=host: batches drawn on the host by (seed, step) and prefetched; a run
+    killed after checkpoint 200 and resumed ends bit-identical to an uninterrupted one."""
+    sets = [f"dataset.dir={data_dir}", "method=bc", "replay.placement=host"]
+    cfg = load_config(["default", "debug"], sets)
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(cfg, straight, quiet=True)
+    copy_as_killed_after(straight, interrupted, 200)
+    train(cfg, interrupted, quiet=True)
+    assert_same_final_state(straight, interrupted, 400)
+    logged = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logged if "train/loss" in x] == [100, 200, 300, 400]
+
+
+def test_jax_section_is_checked():
+    from agent.config import ConfigError
+    from agent.runner.jax_setup import configure_jax
+
+    cfg = load_config(["debug"], ["jax.platform=quantum"])
+    with pytest.raises(ConfigError, match="jax.platform='quantum' is not one of"):
+        configure_jax(cfg.jax)
+    cfg = load_config(["debug"], ["jax.host_device_count=4"])
+    with pytest.raises(ConfigError, match="JAX had already started with 1 device"):
+        configure_jax(cfg.jax)
