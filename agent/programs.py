@@ -36,7 +36,7 @@ def apply_updates(
 ) -> tuple[Any, Any, jax.Array]:
     """params <- params + tx(grads): -> (params, opt_state, global gradient norm ||g||_2)."""
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, optax.global_norm(grads)
+    return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
 
 
 def apply_gradients(

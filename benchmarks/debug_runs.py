@@ -1,8 +1,10 @@
 """Wall time of `python run.py train --config PRESET --config debug` for every preset.
 
 Prints one JSON object: {preset: seconds} for this checkout, and with `--against DIR` the same
-runs of another checkout (e.g. an older commit in a git worktree), interleaved preset by
-preset so that both see the same machine load, plus the ratio this / other.
+runs of another checkout (e.g. an older commit in a git worktree) for the presets it also has,
+interleaved preset by preset so that both see the same machine load, plus the ratio this / other.
+Each timed run follows an untimed one that builds the dataset. A preset of the same name may
+mean another method in the other checkout (there, `td3_*` was GEM with its memory off).
 
     python benchmarks/debug_runs.py --against ../old-checkout
 """
@@ -20,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def presets() -> list[str]:
+def presets(repo: Path) -> list[str]:
     skip = {"defaults", "debug", "ranges"}
-    return sorted(p.stem for p in (ROOT / "configs").glob("*.yaml") if p.stem not in skip)
+    return sorted(p.stem for p in (repo / "configs").glob("*.yaml") if p.stem not in skip)
 
 
 def timed_run(repo: Path, preset: str, data_dir: Path, logdir: Path) -> float:
@@ -42,7 +44,8 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout to time side by side")
     parser.add_argument("--preset", action="append", help="only these presets")
     args = parser.parse_args()
-    names = args.preset or presets()
+    names = args.preset or presets(ROOT)
+    both = set(presets(args.against)) if args.against else set(names)
     out: dict = {"this": {}, "other": {}, "ratio": {}}
     with tempfile.TemporaryDirectory() as tmp:
         data, other_data = Path(tmp) / "data", Path(tmp) / "other-data"
@@ -50,7 +53,7 @@ def main() -> None:
             # The first run of a preset builds its dataset: untimed, in each checkout's own cache.
             timed_run(ROOT, name, data, Path(tmp) / f"warm-a-{name}")
             out["this"][name] = round(timed_run(ROOT, name, data, Path(tmp) / f"a-{name}"), 1)
-            if args.against:
+            if args.against and name in both:
                 timed_run(args.against, name, other_data, Path(tmp) / f"warm-b-{name}")
                 other = timed_run(args.against, name, other_data, Path(tmp) / f"b-{name}")
                 out["other"][name] = round(other, 1)
@@ -59,7 +62,8 @@ def main() -> None:
     if not args.against:
         del out["other"], out["ratio"]
     else:
-        this, other = sum(out["this"].values()), sum(out["other"].values())
+        this = sum(out["this"][name] for name in out["other"])
+        other = sum(out["other"].values())
         out["total"] = {"this": round(this, 1), "other": round(other, 1), "ratio": this / other}
     print(json.dumps(out, indent=1))
 

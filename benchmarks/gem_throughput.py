@@ -1,7 +1,9 @@
-"""Learning cost of GEM vs its TD3 switch: one chunk (targets, memory refresh, 200 gradient steps
-for 100 environment steps) with a full 100k-row memory, at the preset sizes ([400, 300] LayerNorm
-networks, batch 128). Prints ONE JSON object (seconds, median of timed calls after a warm-up;
-environment stepping is not included: it is ~1 % of a chunk on CPU).
+"""Learning cost of GEM vs its TD3 switch (`gem.memory: false, gem.alpha: 1`, reported as
+"td3"; stock TD3 is `method: td3`, see online_throughput.py): one chunk (targets, memory
+refresh, 200 gradient steps for 100 environment steps) with a full 100k-row memory, at the
+preset sizes ([400, 300] LayerNorm networks, batch 128). Prints ONE JSON object (seconds,
+median of timed calls after a warm-up; environment stepping is not included: it is ~1 % of a
+chunk on CPU).
 
 A chunk is timed as the runner runs it (agent/runner/loop.py): the chunk's 100 rows are written
 into the replay (`Programs.add`), then the jitted chunk program (`Programs.chunk`: `begin_chunk`
@@ -68,9 +70,10 @@ def main() -> None:
     spec = task_spec(task)
     context = online_context(task, spec)
     presets = ["debug"] if args.quick else []
+    memory_off = ["gem.memory=false", "gem.alpha=1.0"]  # GEM's TD3-style switch
     agents = {
-        name: GEMAgent(load_config([f"{name}_{args.task}", *presets]), spec, context)
-        for name in ("gem", "td3")
+        name: GEMAgent(load_config([f"gem_{args.task}", *presets], sets), spec, context)
+        for name, sets in (("gem", []), ("td3", memory_off))
     }
     g = agents["gem"].g
     rng = jax.random.PRNGKey(0)

@@ -260,25 +260,11 @@ class Loop:
         runner.replay_episode(run.replay)
         self._start_logger(step)
         chunk = agent.env_steps_per_chunk
-        explore_root = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), EXPLORE_SALT)
-        random_action = jax.jit(
-            lambda t: jax.random.uniform(
-                jax.random.fold_in(explore_root, t), (self.spec.act_dim,), minval=-1.0, maxval=1.0
-            )
-        )
+        collector = Collector(self.programs, self.spec, cfg.seed)
         clock = Clock(step)
         while step < cfg.train.steps:
-            rows = replay_lib.host_rows(self.spec, chunk)
             try:
-                for i in range(chunk):
-                    t = step + i
-                    if agent.phase(t) == WARMUP:
-                        action = random_action(t)
-                    else:
-                        obs = {k: v[None] for k, v in runner.obs.items()}
-                        key = jax.random.fold_in(explore_root, t)
-                        action = self.programs.policy(run.agent, None, obs, EXPLORE, key)[1][0]
-                    runner.step(np.asarray(action), rows, i)
+                rows = collector.collect(runner, run.agent, step, chunk)
                 replay = self.programs.add(run.replay, rows)
                 state, metrics, updates = run.agent, {}, int(run.counters["updates"])
                 phase = agent.phase(step + chunk)
@@ -351,6 +337,35 @@ class Loop:
             f"normalized score {metrics['eval/normalized_score']:.1f}"
         )
         return result
+
+
+class Collector:
+    """Acting in the training simulator: uniform random actions in the WARMUP phase, else the
+    agent's exploring policy; the key of env step t is fold_in(fold_in(PRNGKey(seed), salt), t)."""
+
+    def __init__(self, programs: Programs, spec, seed: int) -> None:
+        self.programs, self.spec = programs, spec
+        root = jax.random.fold_in(jax.random.PRNGKey(seed), EXPLORE_SALT)
+        self.key = jax.jit(lambda t: jax.random.fold_in(root, t))
+        self.random_action = jax.jit(
+            lambda t: jax.random.uniform(
+                jax.random.fold_in(root, t), (spec.act_dim,), minval=-1.0, maxval=1.0
+            )
+        )
+
+    def collect(self, runner: EpisodeRunner, state, step: int, count: int) -> dict:
+        """`count` environment steps from env step `step`, as host rows in the replay layout."""
+        agent = self.programs.agent
+        rows = replay_lib.host_rows(self.spec, count)
+        for i in range(count):
+            t = step + i
+            if agent.phase(t) == WARMUP:
+                action = self.random_action(t)
+            else:
+                obs = {k: v[None] for k, v in runner.obs.items()}
+                action = self.programs.policy(state, None, obs, EXPLORE, self.key(t))[1][0]
+            runner.step(np.asarray(action), rows, i)
+        return rows
 
 
 def _typed(counters: dict) -> dict:

@@ -1,0 +1,1 @@
+"""SAC: soft actor-critic with automatic entropy temperature (online)."""

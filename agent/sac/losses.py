@@ -1,0 +1,62 @@
+"""SAC's losses (Haarnoja et al. 2018, with the automatic temperature of Haarnoja et al. 2019).
+
+a = tanh(u), u = mu(s) + sigma(s) eps, eps ~ N(0, I)
+log pi(a|s) = sum_i [ log N(u_i; mu_i, sigma_i) - log(1 - tanh(u_i)^2) ]
+y           = r + gamma m ( min_k Q'_k(s', a') - alpha log pi(a'|s') ),   a' ~ pi(.|s')
+L_Q         = sum_k mean (Q_k(s, a) - y)^2
+L_pi        = mean ( alpha log pi(a~|s) - min_k Q_k(s, a~) ),             a~ ~ pi(.|s)
+L_alpha     = -mean ( log alpha (log pi(a~|s) + H_target) ),              H_target = -|A|
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+LOG_2 = 0.6931471805599453
+
+
+def tanh_log_det(u: jax.Array) -> jax.Array:
+    """sum_i log(1 - tanh(u_i)^2), computed stably as 2 (log 2 - u - softplus(-2u))."""
+    return jnp.sum(2.0 * (LOG_2 - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+
+
+def gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """sum_i log N(u_i; mean_i, exp(log_std_i)^2)."""
+    z = (u - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+
+
+def sample_tanh_gaussian(
+    mean: jax.Array, log_std: jax.Array, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(a = tanh(u), log pi(a|s)) with u = mean + exp(log_std) eps (reparameterised)."""
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+    return jnp.tanh(u), gaussian_log_prob(u, mean, log_std) - tanh_log_det(u)
+
+
+def soft_targets(
+    rewards: jax.Array,
+    masks: jax.Array,
+    next_q: jax.Array,
+    next_log_prob: jax.Array,
+    alpha: jax.Array,
+    gamma: float,
+) -> jax.Array:
+    """y = r + gamma m (min_k Q'_k(s', a') - alpha log pi(a'|s')); next_q [B, K]."""
+    return rewards + gamma * masks * (jnp.min(next_q, axis=-1) - alpha * next_log_prob)
+
+
+def critic_loss(q: jax.Array, targets: jax.Array) -> jax.Array:
+    """sum over the K critics of the mean squared error; q [B, K], targets [B]."""
+    return jnp.sum(jnp.mean(jnp.square(q - targets[:, None]), axis=0))
+
+
+def actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array) -> jax.Array:
+    """mean(alpha log pi(a~|s) - min_k Q_k(s, a~)); q [B, K]."""
+    return jnp.mean(alpha * log_prob - jnp.min(q, axis=-1))
+
+
+def temperature_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+    """-mean(log alpha (log pi + H_target)), log pi held constant."""
+    return -jnp.mean(log_alpha * jax.lax.stop_gradient(log_prob + target_entropy))
