@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -164,5 +165,6 @@ def test_jax_section_is_checked():
     with pytest.raises(ConfigError, match="jax.platform='quantum' is not one of"):
         configure_jax(cfg.jax)
     cfg = load_config(["debug"], ["jax.host_device_count=4"])
+    jax.devices()  # the backend has started: the device count can no longer change
     with pytest.raises(ConfigError, match="JAX had already started with 1 device"):
         configure_jax(cfg.jax)

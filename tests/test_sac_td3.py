@@ -103,6 +103,10 @@ def test_presets_exist_for_every_task():
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["sac_hopper", "td3_hopper"])
 def test_debug_run(preset, tmp_path):
-    proc = run_py(["train", "--config", preset, "--config", "debug", "--logdir", str(tmp_path)])
+    snapshots = f"{preset.split('_')[0]}.snapshot_every=200"
+    args = ["train", "--config", preset, "--config", "debug", "--logdir", str(tmp_path)]
+    proc = run_py([*args, "--set", snapshots])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "result.json").is_file()
+    saved = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert saved == ["actor_00000200.npz", "actor_00000400.npz"]

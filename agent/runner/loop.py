@@ -50,7 +50,7 @@ from agent.runner.world_models import build_world_model, prepare_world_model
 
 INIT_STREAM = 0
 EXPLORE_SALT = 0x6E3  # exploration keys: fold_in(fold_in(PRNGKey(seed), salt), env step)
-EVAL_KEY = jax.random.PRNGKey(0)  # evaluation policies are deterministic; the key is unused
+EVAL_SEED = 0  # evaluation policies are deterministic; their key is never used
 
 
 class RunState(NamedTuple):
@@ -394,9 +394,11 @@ class Clock:
 def policy_fn(programs: Programs, state) -> Any:
     """obs [B, ...] (a flat vector batch or a dict of fields) -> deterministic actions."""
 
+    key = jax.random.PRNGKey(EVAL_SEED)
+
     def act(obs):
         obs = obs if isinstance(obs, dict) else {"state": np.asarray(obs, np.float32)}
-        return np.asarray(programs.policy(state, None, obs, EVAL, EVAL_KEY)[1])
+        return np.asarray(programs.policy(state, None, obs, EVAL, key)[1])
 
     return act
 

@@ -138,6 +138,9 @@ class SACAgent(Agent):
         }
         return state, metrics
 
+    def snapshot_params(self, state: SACState) -> dict:
+        return state.actor_params
+
     def policy(self, state: SACState, carry, obs, mode, key):
         """tanh(mean) in evaluation; a sample of the tanh-Gaussian when exploring."""
         mean, log_std = self.actor_net.apply(state.actor_params, flat_obs(obs, self.spec))

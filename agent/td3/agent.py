@@ -126,6 +126,9 @@ class TD3Agent(Agent):
         )
         return state, loss
 
+    def snapshot_params(self, state: TD3State) -> dict:
+        return state.actor_params
+
     def policy(self, state: TD3State, carry, obs, mode, key):
         """pi(s) in evaluation; clip(pi(s) + N(0, exploration_noise^2), -1, 1) when exploring."""
         action = self.actor_net.apply(state.actor_params, flat_obs(obs, self.spec))
