@@ -29,35 +29,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import envs  # noqa: E402
-from agent import replay as replay_lib  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.gem import GEMAgent  # noqa: E402
 from agent.gem.agent import LEARN  # noqa: E402
 from agent.programs import Programs  # noqa: E402
 from agent.runner.sources import online_context, task_spec  # noqa: E402
-
-
-def random_rows(spec, rng: np.random.Generator, start: int, count: int) -> dict:
-    """`count` rows of random 1000-step episodes, rows start .. start + count - 1."""
-    rows = replay_lib.host_rows(spec, count)
-    for key in ("observations", "next_observations"):
-        for field in rows[key].values():
-            field[:] = rng.normal(size=field.shape)
-    rows["rewards"][:] = rng.normal(size=rows["rewards"].shape)
-    rows["actions"][:] = rng.uniform(-1, 1, rows["actions"].shape)
-    rows["masks"][:] = 1.0
-    rows["episode_ends"][:] = (start + np.arange(count)) % 1000 == 999
-    return rows
-
-
-def filled_replay(programs: Programs, spec, capacity: int, chunk: int):
-    """A replay (the episodic memory) holding `capacity` rows, and the last chunk's rows."""
-    rng = np.random.default_rng(0)
-    replay = replay_lib.empty(spec, capacity)
-    for start in range(0, capacity, chunk):
-        rows = random_rows(spec, rng, start, chunk)
-        replay = programs.add(replay, rows)
-    return replay, rows
+from benchmarks.online_throughput import filled_replay, random_rows  # noqa: E402
 
 
 def main() -> None:
@@ -81,7 +58,8 @@ def main() -> None:
     setups = {}
     for name, agent in agents.items():
         state = agent.init(rng, spec)
-        replay, rows = filled_replay(programs[name], spec, g.capacity, g.train_every)
+        replay = filled_replay(programs[name], spec, g.capacity)
+        rows = random_rows(spec, np.random.default_rng(1), 0, g.train_every)
         chunk = programs[name].chunk(LEARN, agent.updates_per_chunk)
         setups[name] = (state, replay, rows, chunk)
     refresh = jax.jit(agents["gem"].refresh_memory)
