@@ -98,7 +98,7 @@ class Programs:
 
     def policy(self, state: Any, carry: Any, obs: dict, mode: str, key: jax.Array) -> tuple:
         """The agent's policy, jitted (one compile per mode and observation batch shape)."""
-        return self._policy(state, carry, obs, mode=mode, key=key)
+        return self._policy(self.agent.policy_view(state), carry, obs, mode=mode, key=key)
 
     def add(self, replay: replay_lib.Replay, rows: dict) -> replay_lib.Replay:
         return self._add(replay, rows)

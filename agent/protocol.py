@@ -126,6 +126,16 @@ class Agent(abc.ABC):
         """Rows per `train` step of `phase`; needed when batches are drawn on the host."""
         raise NotImplementedError(f"{type(self).__name__} draws its batches on the device")
 
+    # The state fields `policy` reads (None: all). Acting passes only these to the jitted policy,
+    # since passing a pytree costs time per leaf on every call (every environment step online).
+    policy_fields: ClassVar[tuple[str, ...] | None] = None
+
+    def policy_view(self, state: State) -> State:
+        """The state with every field that `policy` does not read set to None."""
+        if self.policy_fields is None:
+            return state
+        return state._replace(**{f: None for f in state._fields if f not in self.policy_fields})
+
     def initial_carry(self, batch: int) -> Any:
         """The policy carry at the start of an episode (None: memoryless)."""
         return None

@@ -40,6 +40,7 @@ class BCAgent(Agent):
     """Deterministic-policy behaviour cloning."""
 
     device_replay = False
+    policy_fields = ("params", "obs_mean", "obs_std")
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)

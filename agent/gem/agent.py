@@ -66,6 +66,7 @@ class GEMAgent(Agent):
     """GEM (memory on) or TD3 (memory off) on the runner's online replay."""
 
     online = True
+    policy_fields = ("actor_params",)
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)

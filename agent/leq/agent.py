@@ -64,6 +64,7 @@ class LEQAgent(Agent):
     """Lower Expectile Q-learning with lambda-returns on imagined rollouts."""
 
     uses_world_model = True
+    policy_fields = ("ac", "world_model", "scaler")
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)

@@ -127,7 +127,8 @@ def build(cfg: Config, logdir: Path):
 
 def fresh_run(cfg: Config, agent: Agent, spec) -> RunState:
     rng = jax.random.PRNGKey(cfg.seed)
-    state = agent.init(jax.random.fold_in(rng, INIT_STREAM), spec)
+    # One compiled program: run op by op, initialisation compiles dozens of tiny kernels.
+    state = jax.jit(lambda key: agent.init(key, spec))(jax.random.fold_in(rng, INIT_STREAM))
     replay = replay_lib.empty(spec, agent.replay_capacity) if agent.online else None
     return RunState(state, replay, new_counters(), rng)
 

@@ -42,6 +42,7 @@ class SACAgent(Agent):
     """Soft actor-critic, one update per environment step."""
 
     online = True
+    policy_fields = ("actor_params",)
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)

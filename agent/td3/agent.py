@@ -41,6 +41,7 @@ class TD3Agent(Agent):
     """TD3, one update per environment step."""
 
     online = True
+    policy_fields = ("actor_params",)
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)

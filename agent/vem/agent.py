@@ -83,6 +83,8 @@ def pair_values(values: jax.Array) -> jax.Array:
 class VEMAgent(Agent):
     """VEM with the memory refresh fused into the jitted steps."""
 
+    policy_fields = ("policy_params", "obs_mean", "obs_std")
+
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
         self.v = cfg.vem
