@@ -26,6 +26,23 @@ RUNS = {
     "gem": (["gem_hopper", "debug"], []),
 }
 PROBES = 16
+MACHINE_KEY = "_machine"
+# XLA compiles for the host's vector extensions, so float results (and, through the simulators'
+# chaotic dynamics, evaluation returns) are reproducible only on a processor with the same ones.
+CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+
+
+def cpu_signature() -> list[str]:
+    """The vector extensions of this processor that XLA's CPU code generation may use."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ["unknown"]
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return [f for f in CPU_FEATURES if f in flags]
 
 
 def probe_observations(task: str) -> np.ndarray:
@@ -84,6 +101,7 @@ def main() -> None:
     if args.write:
         stored = json.loads(DATA.read_text()) if DATA.exists() else {}
         stored.update(found)
+        stored[MACHINE_KEY] = {"cpu_features": cpu_signature()}
         DATA.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     print(json.dumps(found, indent=1, sort_keys=True))
 
