@@ -51,6 +51,7 @@ def test_asymmetric_loss_matches_its_two_branches(alpha):
         assert float(losses.asymmetric_loss(jnp.float32(1.0), 0.5)) == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # gradients of four critics, twice per pairing (~4 s)
 def test_critic_loss_pairings_match_loops():
     rng = np.random.default_rng(1)
     q, ret = rng.normal(size=(16, 4)), rng.normal(size=(16, 2))
@@ -223,6 +224,7 @@ def test_memory_refresh_over_a_wrapped_ring_buffer_matches_brute_force():
     assert np.abs(got - memory_from(twin_values(*target, 0.0))).max() > 1e-2
 
 
+@pytest.mark.slow  # compiles a refresh (~4 s)
 def test_partly_filled_memory_ignores_empty_rows(small_agent):
     agent = small_agent
     rows = _rows(np.random.default_rng(4), [(10, True), (7, False)])
