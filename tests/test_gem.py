@@ -291,7 +291,8 @@ def test_chunk_moves_targets_refreshes_memory_and_trains_on_it():
 
 @pytest.mark.slow  # compiles a TD3 chunk (~7 s)
 def test_td3_switch_uses_one_step_targets_and_no_memory():
-    agent = make_agent(["td3_hopper", "debug"], ["gem.target_noise=0.0"])
+    memory_off = ["gem.memory=false", "gem.alpha=1.0", "gem.target_noise=0.0"]
+    agent = make_agent(["gem_hopper", "debug"], memory_off)
     state = agent.init(jax.random.PRNGKey(0), SPEC)
     rows = _rows(np.random.default_rng(5), [(30, True), (20, False)])
     batch = jax.tree.map(jnp.asarray, rows)
