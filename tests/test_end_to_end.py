@@ -94,18 +94,22 @@ def test_sigkill_after_first_checkpoint_then_resume(tmp_path, data_dir):
     assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)[-1] == 3000
 
 
-def test_resumed_bc_run_ends_with_the_same_parameters(tmp_path, data_dir):
-    sets = [f"dataset.dir={data_dir}", "method=bc"]
+@pytest.mark.parametrize("placement", ["device", "host"])
+def test_resumed_bc_run_ends_with_the_same_parameters(placement, tmp_path, data_dir):
+    """A run killed after checkpoint 200 and resumed ends bit-identical to an uninterrupted one,
+    with its replay on the device or on the host (batches drawn there by (seed, step) and
+    prefetched)."""
+    sets = [f"dataset.dir={data_dir}", "method=bc", f"replay.placement={placement}"]
     cfg = load_config(["default", "debug"], sets)
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     train(cfg, straight, quiet=True)
     copy_as_killed_after(straight, interrupted, 200)
     train(cfg, interrupted, quiet=True)
     assert_same_final_state(straight, interrupted, 400)
-    steps = [
-        json.loads(x)["step"] for x in (interrupted / "metrics.jsonl").read_text().splitlines()
-    ]
+    logged = [json.loads(x) for x in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    steps = [x["step"] for x in logged]
     assert steps == sorted(steps), "metrics logged after the resumed checkpoint were not trimmed"
+    assert [x["step"] for x in logged if "train/loss" in x] == [100, 200, 300, 400]
 
 
 @pytest.mark.parametrize(
@@ -141,20 +145,6 @@ def test_horizon_cap_refuses_longer_trajectories_in_one_line(
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert fragment in proc.stderr
-
-
-def test_host_replay_run_resumes_exactly(tmp_path, data_dir):
-    """replay.placement=host: batches drawn on the host by (seed, step) and prefetched; a run
-    killed after checkpoint 200 and resumed ends bit-identical to an uninterrupted one."""
-    sets = [f"dataset.dir={data_dir}", "method=bc", "replay.placement=host"]
-    cfg = load_config(["default", "debug"], sets)
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train(cfg, straight, quiet=True)
-    copy_as_killed_after(straight, interrupted, 200)
-    train(cfg, interrupted, quiet=True)
-    assert_same_final_state(straight, interrupted, 400)
-    logged = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in logged if "train/loss" in x] == [100, 200, 300, 400]
 
 
 def test_jax_section_is_checked():
