@@ -71,3 +71,45 @@ def test_windows_never_cross_trajectory_ends(length):
         assert 5 not in starts and 4 not in starts and 3 not in starts
         expected = set(range(0, 3)) | set(range(6, 16)) | set(range(18, 28))
         assert starts == expected
+
+
+def test_host_replay_windows_and_rows_match_the_device_rules():
+    """HostReplay draws the same kind of samples on the host: valid window starts are the device
+    replay's, every row keeps its dtype (uint8 frames stay uint8), and draws are functions of
+    (seed, draw number)."""
+    ends = np.zeros(30, np.float32)
+    ends[[4, 5, 17, 29]] = 1
+    rows = {
+        "x": np.arange(30.0, dtype=np.float32).repeat(2).reshape(30, 2),
+        "frame": np.arange(30, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2),
+        "episode_ends": ends,
+    }
+    host = replay_lib.HostReplay(rows)
+    batch = host.sample_windows(replay_lib.host_rng(0, 7), 2000, 3)
+    idx = batch["index"]
+    assert batch["frame"].dtype == np.uint8 and batch["frame"].shape == (2000, 3, 4, 4)
+    assert np.all(np.diff(idx, axis=1) == 1) and not np.any(ends[idx[:, :-1]])
+    device = replay_lib.window_start_mask(jnp.asarray(ends), 30, 3)
+    assert set(idx[:, 0].tolist()) == set(np.flatnonzero(np.asarray(device)).tolist())
+    again = host.sample_windows(replay_lib.host_rng(0, 7), 2000, 3)
+    np.testing.assert_array_equal(again["index"], idx)
+    uniform = host.sample(replay_lib.host_rng(0, 8), 64)
+    np.testing.assert_array_equal(uniform["x"][:, 0], uniform["index"])
+
+
+def test_prefetcher_hands_out_draws_in_order():
+    made = []
+
+    def make(draw):
+        made.append(draw)
+        return {"value": np.full(2, draw)}
+
+    prefetcher = replay_lib.Prefetcher(make, first=5)
+    try:
+        for draw in (5, 6, 7):
+            np.testing.assert_array_equal(np.asarray(prefetcher.get(draw)["value"]), [draw] * 2)
+        with pytest.raises(RuntimeError, match="out of order: wanted draw 10, got 8"):
+            prefetcher.get(10)
+    finally:
+        prefetcher.close()
+    assert made[:4] == [5, 6, 7, 8]
