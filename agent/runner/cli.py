@@ -37,7 +37,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
-        description="Train and evaluate world-model agents (LEQ, VEM, GEM; BC baseline).",
+        description="Train and evaluate world-model agents (LEQ, VEM, GEM) and baselines "
+        "(BC, SAC, TD3).",
     )
     sub = parser.add_subparsers(dest="command", metavar="{train,eval,collect,export}")
 
