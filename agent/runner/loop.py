@@ -33,7 +33,7 @@ from agent.config import Config, ConfigError, load_config
 from agent.logger import Logger
 from agent.methods import agent_class
 from agent.programs import Programs
-from agent.protocol import EVAL, EXPLORE, WARMUP, Agent, Context
+from agent.protocol import EVAL, EXPLORE, WARMUP, Agent
 from agent.runner import rundir
 from agent.runner.evaluation import evaluate
 from agent.runner.jax_setup import configure_jax
@@ -436,12 +436,8 @@ def load_run(logdir: Path) -> tuple[Agent, RunState]:
         if not (logdir / CONTEXT_FILE).exists():
             raise ConfigError(f"{logdir} has no {CONTEXT_FILE}: it was written by an older version")
         facts = json.loads((logdir / CONTEXT_FILE).read_text())
-    context = Context(
-        obs_mean=np.zeros(spec.flat_obs_dim, np.float32),
-        obs_std=np.ones(spec.flat_obs_dim, np.float32),
-        termination_fn=task.termination_fn,
-        **facts,
-    )
+    # The checkpoint holds the real normaliser; the identity one only shapes the template.
+    context = dataclasses.replace(online_context(task, spec), **facts)
     if cls.uses_world_model:
         context = dataclasses.replace(context, world=build_world_model(cfg, spec, context))
     agent = cls(cfg, spec, context)

@@ -10,6 +10,7 @@ stored actions (MuJoCo and dm_control are deterministic), checking the last obse
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 import envs
@@ -76,7 +77,7 @@ def place_replay(cfg: Config, arrays: dict, device_only: bool):
     placement = cfg.replay.placement
     if placement not in PLACEMENTS:
         raise ConfigError(f"replay.placement='{placement}' is not one of: {', '.join(PLACEMENTS)}")
-    nbytes = sum(x.nbytes for x in _leaves(arrays))
+    nbytes = sum(x.nbytes for x in jax.tree.leaves(arrays))
     host = placement == "host" or (
         placement == "auto" and nbytes > cfg.replay.device_limit_mb * 2**20 and not device_only
     )
@@ -85,12 +86,6 @@ def place_replay(cfg: Config, arrays: dict, device_only: bool):
             f"replay.placement=host: method '{cfg.method}' reads the whole dataset on the device"
         )
     return replay_lib.HostReplay(arrays) if host else replay_lib.full(arrays)
-
-
-def _leaves(tree) -> list[np.ndarray]:
-    if isinstance(tree, dict):
-        return [leaf for value in tree.values() for leaf in _leaves(value)]
-    return [tree]
 
 
 def reset_seed(seed: int, episode: int) -> int:
