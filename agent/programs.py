@@ -65,7 +65,8 @@ class Programs:
         self.agent = agent
         self._chunks: dict[tuple[str, int, bool], Callable] = {}
         self._policy = jax.jit(agent.policy, static_argnames=("mode",))
-        self._add = jax.jit(replay_lib.add)
+        # Donated: the write is in place instead of a copy of the whole replay per chunk.
+        self._add = jax.jit(replay_lib.add, donate_argnums=0)
 
     def chunk(self, phase: str, length: int, fed: bool = False) -> Callable:
         """(state, replay, rng, step) -> (state, metrics): begin_chunk, then `length` steps.
@@ -101,4 +102,5 @@ class Programs:
         return self._policy(self.agent.policy_view(state), carry, obs, mode=mode, key=key)
 
     def add(self, replay: replay_lib.Replay, rows: dict) -> replay_lib.Replay:
+        """replay_lib.add, jitted; consumes `replay` (its buffers are donated): use the result."""
         return self._add(replay, rows)

@@ -68,8 +68,9 @@ def main() -> None:
         for name in agents:
             state, replay, rows, chunk = setups[name]
             start = time.perf_counter()
-            grown = programs[name].add(replay, rows)
-            jax.block_until_ready(chunk(state, grown, rng, 0))
+            replay = programs[name].add(replay, rows)  # consumes the old replay
+            setups[name] = (state, replay, rows, chunk)
+            jax.block_until_ready(chunk(state, replay, rng, 0))
             if run:
                 times[name].append(time.perf_counter() - start)
         state, replay, _, _ = setups["gem"]

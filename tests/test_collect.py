@@ -14,6 +14,7 @@ from envs import get_task
 from envs.datasets import behaviour
 from envs.datasets.behaviour import available_qualities, make_behaviour, register_behaviour
 from envs.datasets.collect import GENERATOR_VERSION, collect, collect_task, union_part_seeds
+from envs.datasets.d4rl_hdf5 import read_d4rl_hdf5
 from envs.datasets.errors import DatasetError
 from envs.tasks.task import TaskSpec
 
@@ -176,28 +177,68 @@ def test_medium_expert_halves_use_different_seeds():
     assert_same(raw, collect_task(hopper, "medium-expert", 40, seed=0, progress=False))
 
 
-def fake_gem_run(root, task: TaskSpec, steps=(100, 200, 300, 400), learning_starts=150):
-    """A run folder as GEM writes it: config.yaml, metrics.jsonl, snapshots/actor_*.npz."""
+def fake_gem_run(
+    root, task: TaskSpec, steps=(100, 200, 300, 400), learning_starts=150, method="gem"
+):
+    """A run folder as an online run writes it: config.yaml, metrics.jsonl,
+    snapshots/actor_*.npz (GEM's LayerNorm actor, or SAC's Gaussian actor for method="sac")."""
     rng = np.random.default_rng(0)
     (root / "snapshots").mkdir(parents=True)
+    out_dim = 2 * task.act_dim if method == "sac" else task.act_dim
     for step in steps:
         sizes = [task.obs_dim, 8, 8]
         weights = {}
         for i in range(2):
             weights[f"dense_{i}/w"] = rng.normal(0, 0.5, sizes[i : i + 2])
             weights[f"dense_{i}/b"] = np.zeros(sizes[i + 1])
-            weights[f"ln_{i}/scale"] = np.ones(sizes[i + 1])
-            weights[f"ln_{i}/offset"] = np.zeros(sizes[i + 1])
-        weights["out/w"] = rng.normal(0, 0.5, (8, task.act_dim))
-        weights["out/b"] = np.zeros(task.act_dim)
+            if method == "gem":
+                weights[f"ln_{i}/scale"] = np.ones(sizes[i + 1])
+                weights[f"ln_{i}/offset"] = np.zeros(sizes[i + 1])
+        weights["out/w"] = rng.normal(0, 0.5, (8, out_dim))
+        weights["out/b"] = np.zeros(out_dim)
         np.savez(root / "snapshots" / f"actor_{step:08d}.npz", **weights)
     lines = [f'{{"step": {s}, "eval/return": {s / 10}}}' for s in steps]
     (root / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     (root / "config.yaml").write_text(
-        f"seed: 0\ngem: {{learning_starts: {learning_starts}, memory: true}}\n"
+        f"seed: 0\nmethod: {method}\n"
+        f"{method}: {{learning_starts: {learning_starts}, memory: true}}\n"
         "train: {steps: 400}\neval: {episodes: 2}\n"
     )
     return root
+
+
+def test_export_of_a_sac_run_samples_its_gaussian_actor_and_has_full_replay(tmp_path):
+    """A SAC run exports tanh-Gaussian actors; full-replay re-enacts the whole run: random for
+    learning_starts, then each snapshot for its share of training steps."""
+    from envs.datasets import trained_policies
+    from envs.datasets.export import export
+
+    hopper = get_task("hopper")
+    run = fake_gem_run(tmp_path / "run", hopper, method="sac")
+    out = tmp_path / "policies"
+    manifest = export(run, "hopper", out, "made by a test", upto=300)
+    assert manifest["actor"] == "tanh_gaussian" and manifest["made_by"]["method"] == "sac"
+    assert manifest["expert"]["env_step"] == 300
+    assert [s["stop"] for s in manifest["full_replay"]["segments"]] == [200, 300]
+    assert set(manifest["fingerprint"]["reward_sums"]) == {
+        "medium",
+        "expert",
+        "medium-replay",
+        "full-replay",
+    }
+    section = trained_policies.read_manifest("hopper", out)
+    behaviour = trained_policies.ReplayBehaviour(out / "hopper", section, 3, "full_replay")
+    behaviour.prepare(600)  # random 150 of 300 training steps, then 200 (to 200), then 300
+    assert behaviour.bounds == [300, 400, 600]
+    actor = trained_policies.TanhGaussianActor.load(out / "hopper" / "actor_00000300.npz")
+    obs = np.full(11, 0.3, np.float32)
+    rng = np.random.default_rng(0)
+    actions = np.array([behaviour(obs, rng) for _ in range(600)])
+    mean, log_std = actor.distribution(obs)
+    # The last segment samples tanh(N(mean, std^2)): its arctanh has that mean.
+    pre = np.arctanh(np.clip(actions[400:], -0.999999, 0.999999))
+    assert np.abs(pre.mean(0) - mean).max() < 4 * np.exp(log_std).max() / np.sqrt(200) + 0.05
+    assert np.abs(actions[:300].mean(0)).max() < 0.15  # uniform in [-1, 1]
 
 
 def test_export_writes_policies_that_collect_from_an_explicit_folder(tmp_path, monkeypatch):
@@ -211,6 +252,7 @@ def test_export_writes_policies_that_collect_from_an_explicit_folder(tmp_path, m
     assert manifest["expert"]["env_step"] == 400 and manifest["medium"]["env_step"] == 200
     assert sorted(p.name for p in (out / "hopper").iterdir()) == [
         "actor_00000200.npz",
+        "actor_00000300.npz",  # full-replay's
         "actor_00000400.npz",
         "policies.json",
     ]
@@ -260,3 +302,28 @@ def test_export_module_entry_point(tmp_path):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: ") and "\n" not in proc.stderr.strip()
+
+
+def test_a_cached_dataset_from_other_policy_files_is_rebuilt(tmp_path, monkeypatch, capsys):
+    """Datasets record the hash of the policies.json they came from; a cached file built from
+    other files (a re-export) is rebuilt, never silently reused."""
+    from envs.datasets import trained_policies
+    from envs.datasets.export import export
+    from envs.datasets.loading import build_or_reuse
+
+    hopper = get_task("hopper")
+    first = export(fake_gem_run(tmp_path / "a", hopper), "hopper", tmp_path / "pa", "a")
+    second = export(
+        fake_gem_run(tmp_path / "b", hopper, steps=(100, 200, 300)), "hopper", tmp_path / "pb", "b"
+    )
+    assert first["expert"]["file"] != second["expert"]["file"]
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(trained_policies, "POLICY_DIR", tmp_path / "pa")
+    path = build_or_reuse(hopper, "expert", 50, 0, str(cache))
+    build_or_reuse(hopper, "expert", 50, 0, str(cache))
+    assert "reusing" in capsys.readouterr().out
+    monkeypatch.setattr(trained_policies, "POLICY_DIR", tmp_path / "pb")
+    build_or_reuse(hopper, "expert", 50, 0, str(cache))
+    assert "other behaviour policy files; rebuilding" in capsys.readouterr().out
+    stored = read_d4rl_hdf5(path)["metadata"]["policies"]
+    assert stored == trained_policies.policies_id("hopper") != ""

@@ -361,13 +361,17 @@ def test_select_snapshots():
 
     steps = list(range(1000, 31000, 1000))
     returns = {s: s / 10 for s in steps}  # expert 3000 at 30000; a third = 1000 at 10000
-    expert, medium, replay = select_snapshots(steps, returns, learning_starts=5000)
+    expert, medium, replay, full = select_snapshots(steps, returns, learning_starts=5000)
     assert expert == 30000 and medium == 10000
     assert replay == [6000, 7000, 8000, 9000, 10000]
+    assert len(full) == 10 and full[0] == 6000 and full[-1] == 30000
     many = select_snapshots(
         list(range(1000, 301000, 1000)), {s: s / 10 for s in range(1000, 301000, 1000)}, 0
     )
     assert len(many[2]) == 10 and many[2][-1] == many[1] == 100000
+    # upto: the run as if it had ended at 15000 (expert 15000, medium closest to 500).
+    expert, medium, replay, full = select_snapshots(steps, returns, 5000, upto=15500)
+    assert (expert, medium, replay[-1], full[-1]) == (15000, 6000, 6000, 15000)
 
 
 # ------------------------------------------------------------------------------------------
@@ -485,7 +489,8 @@ def test_committed_policies_reproduce_their_fingerprints(task):
     manifest = trained_policies.read_manifest(task)
     folder = trained_policies.POLICY_DIR / task
     files = {manifest["expert"]["file"], manifest["medium"]["file"]}
-    files |= {seg["file"] for seg in manifest["medium_replay"]["segments"]}
+    for section in ("medium_replay", "full_replay"):
+        files |= {seg["file"] for seg in manifest.get(section, {}).get("segments", [])}
     assert all((folder / f).is_file() for f in files)
     assert manifest["medium_replay"]["segments"][-1]["file"] == manifest["medium"]["file"]
     got = export.fingerprint(task, trained_policies.POLICY_DIR)

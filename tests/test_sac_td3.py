@@ -110,3 +110,25 @@ def test_debug_run(preset, tmp_path):
     assert (tmp_path / "result.json").is_file()
     saved = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
     assert saved == ["actor_00000200.npz", "actor_00000400.npz"]
+
+
+def test_numpy_tanh_gaussian_actor_matches_the_haiku_actor():
+    """The collector's NumPy SAC actor: same (mean, log_std) as the haiku network, and its
+    training-time sample is tanh(mean + exp(log_std) eps) with eps from the collector's rng."""
+    from agent.sac.networks import gaussian_actor
+    from envs.datasets.trained_policies import TanhGaussianActor
+
+    net = gaussian_actor([16, 8], 3)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 11)))
+    flat = {f"{m}/{n}": np.asarray(v) for m, leaves in params.items() for n, v in leaves.items()}
+    actor = TanhGaussianActor(flat)
+    obs = np.random.default_rng(0).normal(size=(5, 11)).astype(np.float32) * 3.0
+    mean, log_std = net.apply(params, obs)
+    got_mean, got_log_std = actor.distribution(obs)
+    np.testing.assert_allclose(got_mean, mean, atol=1e-5)
+    np.testing.assert_allclose(got_log_std, log_std, atol=1e-5)
+    np.testing.assert_allclose(actor(obs), np.tanh(mean), atol=1e-5)
+    sample = actor.act(obs[0], np.random.default_rng(7))
+    eps = np.random.default_rng(7).standard_normal(3)
+    np.testing.assert_allclose(sample, np.tanh(mean[0] + np.exp(log_std[0]) * eps), atol=1e-5)
+    assert sample.dtype == np.float32

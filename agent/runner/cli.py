@@ -167,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from agent.config import ConfigError
+    from agent.runner.interrupts import terminate_as_interrupt
     from envs import UnknownTaskError
     from envs.datasets.errors import DatasetError
 
+    terminate_as_interrupt()  # `kill` saves and stops like Ctrl-C (a background run ignores ^C)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, DatasetError, UnknownTaskError) as exc:

@@ -36,6 +36,7 @@ from agent.programs import Programs
 from agent.protocol import EVAL, EXPLORE, WARMUP, Agent
 from agent.runner import rundir
 from agent.runner.evaluation import evaluate
+from agent.runner.interrupts import InterruptLatch
 from agent.runner.jax_setup import configure_jax
 from agent.runner.rundir import CHECKPOINT_DIR, CONTEXT_FILE, RESULT_FILE
 from agent.runner.sources import (
@@ -266,6 +267,13 @@ class Loop:
         while step < cfg.train.steps:
             try:
                 rows = collector.collect(runner, run.agent, step, chunk)
+            except KeyboardInterrupt:
+                # The episode in progress is replayed from the checkpoint's replay on resume.
+                self._save_on_interrupt(run)
+                raise
+            # The write consumes run.replay (its buffer is donated), so Ctrl-C waits for the
+            # chunk to finish and then saves its result.
+            with InterruptLatch() as latch:
                 replay = self.programs.add(run.replay, rows)
                 state, metrics, updates = run.agent, {}, int(run.counters["updates"])
                 phase = agent.phase(step + chunk)
@@ -274,10 +282,6 @@ class Loop:
                     state, metrics = program(state, replay, run.rng, updates)
                     updates += agent.updates_per_chunk
                 jax.block_until_ready(state)
-            except KeyboardInterrupt:
-                # The episode in progress is replayed from the checkpoint's replay on resume.
-                self._save_on_interrupt(run)
-                raise
             step += chunk
             counters = {"step": np.int64(step), "updates": np.int64(updates), **runner.counters()}
             run = RunState(state, replay, _typed(counters), run.rng)
@@ -288,6 +292,9 @@ class Loop:
                 self.logger.scalars(step, metrics)
             self._save_snapshot(run, step, chunk)
             self._after_chunk(run, step, chunk)
+            if latch.pending:
+                self._save_on_interrupt(run)
+                raise KeyboardInterrupt
         return run
 
     def _save_snapshot(self, run: RunState, step: int, chunk: int) -> None:

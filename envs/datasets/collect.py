@@ -25,7 +25,6 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-import envs.datasets.trained_policies  # noqa: F401  (registers medium / expert / medium-replay)
 from envs.datasets.behaviour import (
     BehaviourFactory,
     make_behaviour,
@@ -33,6 +32,9 @@ from envs.datasets.behaviour import (
     union_parts,
 )
 from envs.datasets.d4rl_hdf5 import RawData
+
+# Importing trained_policies registers medium / expert / medium-replay / full-replay.
+from envs.datasets.trained_policies import dataset_policies_id
 from envs.tasks.registry import get_task
 from envs.tasks.task import TaskSpec
 
@@ -169,6 +171,8 @@ def collect_task(
         "generator": "envs.datasets.collect",
         "generator_version": GENERATOR_VERSION,
         "behaviour": type(policy).__name__,
+        # which policy files a trained behaviour came from ("" otherwise); loading compares it
+        "policies": dataset_policies_id(task, quality) if factory is None else "",
         "continuing": continuing,
         "max_episode_steps": int(task.max_episode_steps),
     }

@@ -33,6 +33,7 @@ from envs.datasets.errors import DatasetError
 from envs.datasets.minari_source import is_minari_source, read_minari
 from envs.datasets.offline_data import OfflineData
 from envs.datasets.preprocess import REWARD_NORM_MODES, is_random_quality, to_offline_data
+from envs.datasets.trained_policies import dataset_policies_id
 from envs.tasks.registry import get_task
 from envs.tasks.task import TaskSpec
 
@@ -91,12 +92,30 @@ def build_or_reuse(task: TaskSpec, quality: str, size: int, seed: int, folder: s
     """Return the cached dataset file, collecting and writing it first when it is missing."""
     path = cache_path(folder, task.name, quality, size, seed)
     require_quality(quality, task)  # fail before announcing a build
-    if path.is_file():
+    expected = dataset_policies_id(task, quality)
+    if path.is_file() and _stored_policies_id(path) == expected:
         print(f"dataset: reusing {path}", flush=True)
         return path
+    if path.is_file():
+        print(
+            f"dataset: {path} was built from other behaviour policy files; rebuilding", flush=True
+        )
     print(f"dataset: building {path} ({size} steps, {quality} behaviour)", flush=True)
     write_d4rl_hdf5(path, collect_task(task, quality, size, seed))
     return path
+
+
+def _stored_policies_id(path: Path) -> str:
+    """The `metadata/policies` a cached dataset was built with ("" when it has none)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            meta = handle.get("metadata")
+            value = meta.attrs.get("policies", "") if isinstance(meta, h5py.Group) else ""
+    except OSError:
+        return ""  # unreadable: rebuild
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def read_user_source(path: str, task: TaskSpec) -> tuple[RawData, str]:

@@ -1,0 +1,95 @@
+"""Ctrl-C in an online run: the latch holds it over the chunk whose replay write consumed the
+old replay, then the loop saves the finished chunk; the rerun ends bit-identical."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import programs as programs_lib
+from agent.config import load_config
+from agent.runner.interrupts import InterruptLatch
+from agent.runner.loop import train
+from tests.resume import assert_same_final_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_latch_records_sigint_and_sigterm_and_restores_the_handlers():
+    before = signal.getsignal(signal.SIGTERM)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with InterruptLatch() as latch:
+            assert not latch.pending
+            os.kill(os.getpid(), signum)
+            assert latch.pending
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_sigterm_stops_a_background_run_with_its_work_saved(tmp_path):
+    """`kill` on a run started where SIGINT is ignored (nohup ... &) saves and exits 130."""
+    logdir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "run.py",
+            "train",
+            "--config",
+            "sac_hopper",
+            "--config",
+            "debug",
+            "--set",
+            "train.steps=100000",
+            "--logdir",
+            str(logdir),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    deadline = time.time() + 240
+    while not (logdir / "checkpoints").is_dir() and time.time() < deadline:
+        time.sleep(0.5)  # the first checkpoint (step 100): the loop is running
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert re.search(r"interrupted at step \d+; rerun the same command to resume", out), out
+
+
+def test_ctrl_c_during_a_learning_chunk_saves_it_and_the_rerun_matches(
+    tmp_path, monkeypatch, capsys
+):
+    cfg = load_config(["sac_hopper", "debug"], ["eval.episodes=1", "eval.final_episodes=1"])
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(cfg, straight, quiet=True)
+
+    original = programs_lib.Programs.chunk
+
+    def chunk_that_is_interrupted(self, phase, length, fed=False):
+        program = original(self, phase, length, fed)
+
+        def run(state, replay, rng, step):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the chunk runs
+            return program(state, replay, rng, step)
+
+        return run
+
+    monkeypatch.setattr(programs_lib.Programs, "chunk", chunk_that_is_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, interrupted, quiet=True)
+    monkeypatch.setattr(programs_lib.Programs, "chunk", original)
+    # The first learning chunk (env steps 150-200) ran to its end and was saved.
+    assert "interrupted at step 200;" in capsys.readouterr().out
+    train(cfg, interrupted, quiet=True)
+    assert_same_final_state(straight, interrupted, 400)
