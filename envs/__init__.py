@@ -7,10 +7,10 @@
 This package re-exports the task API (`get_task`, `make_env`, ...). Nothing here imports `agent`.
 """
 
-import os
+from envs.tasks.rendering import select_gl_platform
 
 # Rendering without a display needs an OpenGL platform chosen before mujoco is first imported.
-os.environ.setdefault("MUJOCO_GL", "egl")
+select_gl_platform()
 
 
 def _drop_adroit_notice() -> None:

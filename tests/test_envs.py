@@ -26,6 +26,7 @@ EXPECTED_NAMES = (
     "cheetah-run",
     "cartpole-swingup",
 )
+PIXEL_NAMES = ("walker-walk-pixels", "cheetah-run-pixels", "cartpole-swingup-pixels")
 
 
 def _rollout(env, actions, seed):
@@ -39,8 +40,8 @@ def _rollout(env, actions, seed):
 
 # --- registry ---
 def test_task_names():
-    assert set(envs.TASK_NAMES) == set(EXPECTED_NAMES)
-    assert len(envs.TASK_NAMES) == len(EXPECTED_NAMES)
+    assert set(envs.TASK_NAMES) == set(EXPECTED_NAMES + PIXEL_NAMES)
+    assert len(envs.TASK_NAMES) == len(EXPECTED_NAMES + PIXEL_NAMES)
 
 
 def test_unknown_task_lists_valid_names():
@@ -63,10 +64,11 @@ def test_import_is_light():
     assert out.stdout.split() == ["False", "False"]
 
 
-@pytest.mark.parametrize("name", EXPECTED_NAMES)
+@pytest.mark.parametrize("name", EXPECTED_NAMES + PIXEL_NAMES)
 def test_spec_fields(name):
     spec = envs.get_task(name)
-    assert spec.name == name and spec.family in ("locomotion", "maze2d", "antmaze", "dmc")
+    families = ("locomotion", "maze2d", "antmaze", "dmc", "dmc_pixels")
+    assert spec.name == name and spec.family in families
     assert spec.ref_max_score > spec.ref_min_score
     assert callable(spec.termination_fn) and callable(spec.make)
 

@@ -10,6 +10,7 @@ import functools
 
 import gymnasium as gym
 
+from envs.tasks.dmc_pixels import IMAGE_SIZE, PIXEL_SUFFIX
 from envs.tasks.scores import REF_SCORES
 from envs.tasks.task import TaskSpec, TerminationFn
 from envs.tasks.termination import (
@@ -48,6 +49,10 @@ def _build(family: str, name: str, seed: int | None = None, render: bool = False
         from envs.tasks.dmc import make_dmc
 
         env = make_dmc(name, seed=seed, render=render, **kwargs)
+    elif family == "dmc_pixels":
+        from envs.tasks.dmc_pixels import make_dmc_pixels
+
+        env = make_dmc_pixels(name, seed=seed, **kwargs)
     else:
         raise ValueError(f"unknown task family {family!r}")
     if seed is not None:
@@ -63,6 +68,7 @@ def _spec(
     act_dim: int,
     steps: int,
     termination_fn: TerminationFn,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> TaskSpec:
     low, high = REF_SCORES[name]
     return TaskSpec(
@@ -75,6 +81,7 @@ def _spec(
         ref_max_score=high,
         termination_fn=termination_fn,
         make=functools.partial(_build, family, name),
+        image_shape=image_shape,
     )
 
 
@@ -97,6 +104,13 @@ def _all_specs() -> dict[str, TaskSpec]:
         _spec("walker-walk", "dmc", 24, 6, 1000, never),
         _spec("cheetah-run", "dmc", 17, 6, 1000, never),
         _spec("cartpole-swingup", "dmc", 5, 1, 1000, never),
+    ]
+    # From pixels, as V-D4RL: action repeat 2 (500 steps), 64x64 frames; obs_dim is the state's.
+    image = (IMAGE_SIZE, IMAGE_SIZE, 3)
+    specs += [
+        _spec(f"{s.name}{PIXEL_SUFFIX}", "dmc_pixels", s.obs_dim, s.act_dim, 500, never, image)
+        for s in specs
+        if s.family == "dmc"
     ]
     return {spec.name: spec for spec in specs}
 

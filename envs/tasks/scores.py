@@ -2,7 +2,8 @@
 
 Locomotion values are D4RL's `<env>-random-v0` references that every -v2 dataset of an environment
 uses; maze2d values are the sparse -v1 references; AntMaze's return is 0 or 1 (episodes end on
-success), so its score is the success rate; dm_control returns lie in [0, 1000].
+success), so its score is the success rate; dm_control returns lie in [0, 1000] (states or
+pixels).
 Source: Farama-Foundation/D4RL d4rl/infos.py and d4rl/pointmaze/__init__.py (algorithms.md 1.4).
 """
 
@@ -22,6 +23,10 @@ REF_SCORES: dict[str, tuple[float, float]] = {
     "walker-walk": (0.0, 1000.0),
     "cheetah-run": (0.0, 1000.0),
     "cartpole-swingup": (0.0, 1000.0),
+    # from pixels (action repeat 2 sums the rewards, so returns still lie in [0, 1000])
+    "walker-walk-pixels": (0.0, 1000.0),
+    "cheetah-run-pixels": (0.0, 1000.0),
+    "cartpole-swingup-pixels": (0.0, 1000.0),
 }
 
 

@@ -23,7 +23,7 @@ class TaskSpec:
     """
 
     name: str
-    family: str  # "locomotion" | "maze2d" | "antmaze" | "dmc"
+    family: str  # "locomotion" | "maze2d" | "antmaze" | "dmc" | "dmc_pixels"
     obs_dim: int
     act_dim: int
     max_episode_steps: int
@@ -31,13 +31,16 @@ class TaskSpec:
     ref_max_score: float
     termination_fn: TerminationFn
     make: Callable[..., gym.Env]
+    image_shape: tuple[int, int, int] | None = None  # pixel tasks: the frame [H, W, 3] (uint8)
 
     @property
     def observation_fields(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        """The observation as named arrays with shape and dtype: {"state": ((obs_dim,), "float32")}.
-
-        The simulators return the flat "state" vector; a consumer that wants the dict form wraps
-        it under this name (pixel tasks will name an "image" field here)."""
+        """The observation as named arrays with shape and dtype: {"state": ((obs_dim,), "float32")}
+        for state tasks, whose simulators return the flat vector (a consumer that wants the dict
+        form wraps it under this name); {"image": ((H, W, 3), "uint8")} for pixel tasks, whose
+        simulators return that dict."""
+        if self.image_shape is not None:
+            return {"image": (tuple(self.image_shape), "uint8")}
         return {"state": ((self.obs_dim,), "float32")}
 
     def normalized_score(self, episode_return: float) -> float:

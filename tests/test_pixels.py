@@ -1,0 +1,101 @@
+"""dm_control from pixels: determinism, frames that match the physics, action repeat, the
+renderer's look, and the one-line error without OpenGL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import envs
+from envs.tasks import rendering
+from envs.tasks.dmc_pixels import make_dmc_pixels
+
+SIZE = 32  # small frames keep the tests fast
+
+
+def rollout(env, steps: int, seed: int = 0):
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    frames, rewards = [obs["image"]], []
+    for _ in range(steps):
+        obs, reward, *_ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        frames.append(obs["image"])
+        rewards.append(reward)
+    return np.stack(frames), np.array(rewards)
+
+
+def test_pixel_tasks_are_registered_with_image_fields():
+    for name in ("walker-walk", "cheetah-run", "cartpole-swingup"):
+        task = envs.get_task(f"{name}-pixels")
+        assert task.observation_fields == {"image": ((64, 64, 3), "uint8")}
+        assert task.max_episode_steps == 500 and task.family == "dmc_pixels"
+        assert task.act_dim == envs.get_task(name).act_dim
+
+
+def test_same_seed_same_frames_and_84px_option():
+    a, ra = rollout(make_dmc_pixels("cheetah-run-pixels", seed=3, image_size=SIZE), 5, seed=3)
+    b, rb = rollout(make_dmc_pixels("cheetah-run-pixels", seed=3, image_size=SIZE), 5, seed=3)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ra, rb)
+    assert a.shape == (6, SIZE, SIZE, 3) and a.dtype == np.uint8
+    assert a.std() > 5  # a scene, not a blank frame
+    c, _ = rollout(make_dmc_pixels("cheetah-run-pixels", seed=4, image_size=SIZE), 5, seed=4)
+    assert not np.array_equal(a, c)
+    obs, _ = envs.get_task("walker-walk-pixels").make(seed=0, image_size=84).reset(seed=0)
+    assert obs["image"].shape == (84, 84, 3)
+
+
+def test_frames_match_the_physics_state_they_were_rendered_from():
+    env = make_dmc_pixels("walker-walk-pixels", seed=0, image_size=SIZE).unwrapped
+    frames, _ = rollout(env, 4)
+    state = env.physics.get_state().copy()
+    other = make_dmc_pixels("walker-walk-pixels", seed=9, image_size=SIZE).unwrapped
+    other.reset(seed=9)
+    with other.physics.reset_context():
+        other.physics.set_state(state)
+    again = rendering.FrameRenderer(other.physics, SIZE).render()
+    np.testing.assert_array_equal(again, frames[-1])
+
+
+def test_action_repeat_sums_the_rewards_of_two_control_steps():
+    pixels = make_dmc_pixels("walker-walk-pixels", seed=1, image_size=SIZE, with_state=True)
+    states = envs.make_env("walker-walk", seed=1)
+    obs, _ = pixels.reset(seed=1)
+    flat, _ = states.reset(seed=1)
+    np.testing.assert_array_equal(obs["state"], flat)
+    action = np.full(6, 0.3, np.float32)
+    obs, reward, *_ = pixels.step(action)
+    first, second = (states.step(action) for _ in range(2))
+    assert reward == pytest.approx(first[1] + second[1], rel=1e-6)
+    np.testing.assert_array_equal(obs["state"], second[0])
+
+
+def test_default_renderer_keeps_the_look_and_fast_is_an_option():
+    env = make_dmc_pixels("walker-walk-pixels", seed=0, image_size=SIZE).unwrapped
+    env.reset(seed=0)
+    ours = env.render()
+    stock = env.physics.render(height=SIZE, width=SIZE, camera_id=0)
+    np.testing.assert_array_equal(ours, stock)  # same pixels as dm_control's own render
+    fast = make_dmc_pixels("walker-walk-pixels", seed=0, image_size=SIZE, fast_render=True)
+    image = fast.reset(seed=0)[0]["image"]
+    assert image.shape == ours.shape and not np.array_equal(image, ours)  # no shadows
+
+
+def test_without_opengl_one_line_says_what_to_install(monkeypatch):
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr(rendering.ctypes.util, "find_library", lambda name: None)
+    assert rendering.select_gl_platform() is None
+    with pytest.raises(rendering.RenderError, match="libegl1.*libosmesa6") as err:
+        rendering.FrameRenderer(physics=None, size=SIZE)
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    assert rendering.select_gl_platform() == "osmesa"  # the user's choice is kept
+
+
+def test_an_episode_is_500_steps_of_action_repeat_2():
+    env = make_dmc_pixels("cartpole-swingup-pixels", seed=0, image_size=16)
+    env.reset(seed=0)
+    zeros = np.zeros(1, np.float32)
+    for t in range(1, 501):
+        *_, terminated, truncated, _ = env.step(zeros)
+        assert not terminated and truncated == (t == 500)
