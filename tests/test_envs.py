@@ -25,6 +25,9 @@ EXPECTED_NAMES = (
     "walker-walk",
     "cheetah-run",
     "cartpole-swingup",
+    "walker-walk-ar2",
+    "cheetah-run-ar2",
+    "cartpole-swingup-ar2",
 )
 PIXEL_NAMES = ("walker-walk-pixels", "cheetah-run-pixels", "cartpole-swingup-pixels")
 

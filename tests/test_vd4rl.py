@@ -135,7 +135,7 @@ def test_both_formats_load_to_the_same_episodes(tmp_path):
     assert_same_episodes(from_npz, episodes)
     assert_same_episodes(from_h5, from_npz)
     assert_same_episodes(load_vd4rl(h5_dir / "0.hdf5", image_size=None), episodes)
-    assert_same_episodes(load_vd4rl(npz_dir / episode_filename(1, 6)), [episodes[1]])
+    assert_same_episodes(load_vd4rl(npz_dir / episode_filename(1, 6), 16), [episodes[1]])
 
 
 def test_resize_84_to_64(tmp_path):

@@ -84,7 +84,9 @@ def _numeric(array: np.ndarray, key: str, source: str) -> None:
         raise DatasetError(f"{source}: key '{key}' has non-numeric dtype {array.dtype}")
 
 
-def _per_step(array: Any, key: str, source: str, length: int, ndim: int) -> np.ndarray:
+def _per_step(
+    array: Any, key: str, source: str, length: int, ndim: int, ref: str = "image"
+) -> np.ndarray:
     """`array` checked to be numeric with `ndim` dims and `length` rows ([T, 1] -> [T])."""
     array = np.asarray(array)
     _numeric(array, key, source)
@@ -94,7 +96,7 @@ def _per_step(array: Any, key: str, source: str, length: int, ndim: int) -> np.n
         want = "[T]" if ndim == 1 else "[T, A]"
         raise DatasetError(f"{source}: key '{key}' has shape {array.shape}, expected {want}")
     if len(array) != length:
-        raise DatasetError(f"{source}: key '{key}' has {len(array)} steps but 'image' has {length}")
+        raise DatasetError(f"{source}: key '{key}' has {len(array)} steps but '{ref}' has {length}")
     return array
 
 
@@ -368,9 +370,9 @@ def _read_shard_arrays(path: Path) -> dict[str, np.ndarray]:
     if steps == 0:
         raise DatasetError(f"{source}: key 'observation' holds no steps")
     out = {"image": np.ascontiguousarray(obs.transpose(0, 2, 3, 1))}
-    out["action"] = _per_step(arrays["action"], "action", source, steps, 2)
+    out["action"] = _per_step(arrays["action"], "action", source, steps, 2, "observation")
     for key in ("reward", "discount", "step_type"):
-        out[key] = _per_step(arrays[key], key, source, steps, 1)
+        out[key] = _per_step(arrays[key], key, source, steps, 1, "observation")
     for key in ("action", "reward", "discount"):
         out[key] = out[key].astype(np.float32, copy=False)
         index = _first_non_finite(out[key])
@@ -381,7 +383,7 @@ def _read_shard_arrays(path: Path) -> dict[str, np.ndarray]:
     if not valid.all():
         index = int(np.flatnonzero(~valid)[0])
         raise DatasetError(
-            f"{source}: key 'step_type' holds {step_type[index]!r} at step {index}, "
+            f"{source}: key 'step_type' holds {step_type[index].item()} at step {index}, "
             "expected 0 (first), 1 (mid) or 2 (last)"
         )
     out["step_type"] = step_type.astype(np.uint8)

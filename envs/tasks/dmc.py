@@ -2,8 +2,13 @@
 
 Observations are the suite's observation dict flattened in its own key order (the order the
 suite defines, e.g. walker: orientations, height, velocity) into one float32 vector. Episodes
-last 1000 control steps (the suite's own limit, no action repeat), have no terminal states, and
-end with `truncated=True`. dm_control is imported only when such an env is built.
+last 1000 control steps (the suite's own limit), have no terminal states, and end with
+`truncated=True`. dm_control is imported only when such an env is built.
+
+`<task>-ar2` is the same task with V-D4RL's action repeat 2 (each step repeats the action for
+two control steps and sums their rewards; 500 steps): the state twin of `<task>-pixels`, on
+which the behaviour policies of the pixel datasets are trained, so that they act on the same
+dynamics when the pixel datasets are collected.
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ DMC_TASKS: dict[str, tuple[str, str]] = {
     "cartpole-swingup": ("cartpole", "swingup"),
 }
 DMC_EPISODE_STEPS = 1000
+REPEAT_SUFFIX = "-ar2"  # the action-repeat-2 twin of a task (module docstring)
+
+
+def split_dmc_name(name: str) -> tuple[str, int]:
+    """("walker-walk", 2) for "walker-walk-ar2", ("walker-walk", 1) for "walker-walk"."""
+    if name.endswith(REPEAT_SUFFIX):
+        return name.removesuffix(REPEAT_SUFFIX), 2
+    return name, 1
 
 
 def flatten_observation(observation: dict) -> np.ndarray:
@@ -39,10 +52,12 @@ class DmcEnv(gym.Env):
         seed: int | None = None,
         render_mode: str | None = None,
         render_size: int = 64,
+        action_repeat: int = 1,
     ):
         from dm_control import suite
 
         self.render_mode = render_mode
+        self.action_repeat = int(action_repeat)
         self._render_size = render_size
         self._env = suite.load(domain, task, task_kwargs={"random": seed})
         spec = self._env.action_spec()
@@ -61,14 +76,20 @@ class DmcEnv(gym.Env):
         return flatten_observation(time_step.observation), {}
 
     def step(self, action):
-        """One control step; the action in [-1, 1] is mapped affinely onto the suite's bounds."""
+        """`action_repeat` control steps (one by default) with the action in [-1, 1] mapped
+        affinely onto the suite's bounds; the reward is their sum."""
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         scaled = self._act_low + (action + 1.0) * 0.5 * (self._act_high - self._act_low)
-        time_step = self._env.step(scaled)
+        reward = 0.0
+        for _ in range(self.action_repeat):
+            time_step = self._env.step(scaled)
+            reward += float(time_step.reward or 0.0)
+            if time_step.last():
+                break
         terminated = bool(time_step.last() and time_step.discount == 0.0)
         truncated = bool(time_step.last() and not terminated)
         obs = flatten_observation(time_step.observation)
-        return obs, float(time_step.reward or 0.0), terminated, truncated, {}
+        return obs, reward, terminated, truncated, {}
 
     def render(self):
         """RGB uint8 image from camera 0 (render_mode='rgb_array')."""
@@ -82,14 +103,18 @@ class DmcEnv(gym.Env):
 def make_dmc(
     name: str, seed: int | None = None, render: bool = False, render_size: int = 64
 ) -> gym.Env:
-    """Build walker-walk / cheetah-run / cartpole-swingup (1000 steps, truncated at the end)."""
-    domain, task = DMC_TASKS[name]
+    """Build walker-walk / cheetah-run / cartpole-swingup (1000 steps, truncated at the end), or
+    their `-ar2` twins (500 steps of action repeat 2)."""
+    base, repeat = split_dmc_name(name)
+    domain, task = DMC_TASKS[base]
     env = DmcEnv(
         domain,
         task,
         seed=seed,
         render_mode="rgb_array" if render else None,
         render_size=render_size,
+        action_repeat=repeat,
     )
-    env.spec = EnvSpec(id=name, max_episode_steps=DMC_EPISODE_STEPS)
-    return gym.wrappers.TimeLimit(env, max_episode_steps=DMC_EPISODE_STEPS)
+    steps = DMC_EPISODE_STEPS // repeat
+    env.spec = EnvSpec(id=name, max_episode_steps=steps)
+    return gym.wrappers.TimeLimit(env, max_episode_steps=steps)

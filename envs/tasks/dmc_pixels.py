@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
-from envs.tasks.dmc import DMC_EPISODE_STEPS, DMC_TASKS, flatten_observation
+from envs.tasks.dmc import DMC_EPISODE_STEPS, DMC_TASKS, DmcEnv
 from envs.tasks.rendering import FrameRenderer
 
 ACTION_REPEAT = 2  # V-D4RL
@@ -24,8 +24,8 @@ CAMERA_IDS = {"quadruped": 2}  # DreamerV2's DMC wrapper; every other domain cam
 
 
 class DmcPixelEnv(gym.Env):
-    """A dm_control suite task whose observation is the rendered frame (and optionally the
-    state), actions in [-1, 1], `action_repeat` control steps per step."""
+    """A dm_control suite task (envs/tasks/dmc.py's DmcEnv, with its action repeat) whose
+    observation is the rendered frame, and optionally the state."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
 
@@ -39,54 +39,33 @@ class DmcPixelEnv(gym.Env):
         with_state: bool = False,
         fast_render: bool = False,
     ):
-        from dm_control import suite
-
         self.render_mode = "rgb_array"
-        self.action_repeat = int(action_repeat)
         self.with_state = with_state
-        self._env = suite.load(domain, task, task_kwargs={"random": seed})
-        self._renderer = FrameRenderer(
-            self._env.physics, image_size, CAMERA_IDS.get(domain, 0), fast=fast_render
-        )
-        spec = self._env.action_spec()
-        self._act_low = spec.minimum.astype(np.float64)
-        self._act_high = spec.maximum.astype(np.float64)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
+        self._states = DmcEnv(domain, task, seed=seed, action_repeat=action_repeat)
+        self.action_repeat = self._states.action_repeat
+        camera = CAMERA_IDS.get(domain, 0)
+        self._renderer = FrameRenderer(self.physics, image_size, camera, fast=fast_render)
+        self.action_space = self._states.action_space
         fields = {"image": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)}
         if with_state:
-            dim = sum(int(np.prod(s.shape)) for s in self._env.observation_spec().values())
-            fields["state"] = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+            fields["state"] = self._states.observation_space
         self.observation_space = gym.spaces.Dict(fields)
         self._frame = None
 
-    def _observation(self, time_step) -> dict[str, np.ndarray]:
+    def _observation(self, state: np.ndarray) -> dict[str, np.ndarray]:
         self._frame = self._renderer.render()
-        obs = {"image": self._frame}
-        if self.with_state:
-            obs["state"] = flatten_observation(time_step.observation)
-        return obs
+        return {"image": self._frame, "state": state} if self.with_state else {"image": self._frame}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; a seed reseeds the task's RandomState (initial-state sampling)."""
         super().reset(seed=seed)
-        if seed is not None:
-            self._env.task.random.seed(seed)
-        return self._observation(self._env.reset()), {}
+        state, info = self._states.reset(seed=seed)
+        return self._observation(state), info
 
     def step(self, action):
-        """`action_repeat` control steps with the action mapped onto the suite's bounds; the
-        reward is their sum."""
-        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        scaled = self._act_low + (action + 1.0) * 0.5 * (self._act_high - self._act_low)
-        reward = 0.0
-        for _ in range(self.action_repeat):
-            time_step = self._env.step(scaled)
-            reward += float(time_step.reward or 0.0)
-            if time_step.last():
-                break
-        terminated = bool(time_step.last() and time_step.discount == 0.0)
-        truncated = bool(time_step.last() and not terminated)
-        return self._observation(time_step), reward, terminated, truncated, {}
+        """DmcEnv's step (action repeat, summed reward), then the frame of the new state."""
+        state, reward, terminated, truncated, info = self._states.step(action)
+        return self._observation(state), reward, terminated, truncated, info
 
     def render(self):
         """The last observed frame (what the agent saw)."""
@@ -95,10 +74,10 @@ class DmcPixelEnv(gym.Env):
     @property
     def physics(self):
         """The dm_control physics (tests re-render frames from saved states)."""
-        return self._env.physics
+        return self._states._env.physics
 
     def close(self):
-        self._env.close()
+        self._states.close()
 
 
 def make_dmc_pixels(

@@ -23,11 +23,11 @@ REF_SCORES: dict[str, tuple[float, float]] = {
     "walker-walk": (0.0, 1000.0),
     "cheetah-run": (0.0, 1000.0),
     "cartpole-swingup": (0.0, 1000.0),
-    # from pixels (action repeat 2 sums the rewards, so returns still lie in [0, 1000])
-    "walker-walk-pixels": (0.0, 1000.0),
-    "cheetah-run-pixels": (0.0, 1000.0),
-    "cartpole-swingup-pixels": (0.0, 1000.0),
 }
+# Action repeat 2 sums the rewards, so returns still lie in [0, 1000], from states or pixels.
+for _name in ("walker-walk", "cheetah-run", "cartpole-swingup"):
+    for _suffix in ("-ar2", "-pixels"):
+        REF_SCORES[_name + _suffix] = REF_SCORES[_name]
 
 
 def normalized_score(task_name: str, episode_return: float) -> float:

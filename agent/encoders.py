@@ -1,0 +1,69 @@
+"""Image encoders (haiku) and DrQ's random-shift augmentation.
+
+The encoder is DrQ's (Kostrikov et al. 2020; Yarats et al. 2021): frames scaled to [-0.5, 0.5],
+`layers` 3x3 convolutions with `depth` channels (the first with stride 2, the rest stride 1,
+VALID padding, ReLU), flattened, then Linear(feature_dim) -> LayerNorm -> tanh. A pixel policy
+reads `encoder(image)` concatenated with the observation's other (flat) fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from agent.protocol import Spec
+
+
+def image_fields(spec: Spec) -> list[str]:
+    """Names of the spec's image fields (uint8 [H, W, C]), sorted."""
+    return sorted(
+        name for name, f in spec.obs.items() if f.dtype == jnp.uint8 and len(f.shape) == 3
+    )
+
+
+def conv_encoder(depth: int, layers: int, feature_dim: int):
+    """uint8 images [..., H, W, C] -> features [..., feature_dim] (DrQ's encoder, module doc)."""
+
+    def forward(images: jax.Array) -> jax.Array:
+        lead = images.shape[:-3]
+        x = images.reshape(-1, *images.shape[-3:]).astype(jnp.float32) / 255.0 - 0.5
+        for i in range(layers):
+            stride = 2 if i == 0 else 1
+            x = hk.Conv2D(depth, 3, stride=stride, padding="VALID", name=f"conv_{i}")(x)
+            x = jax.nn.relu(x)
+        x = hk.Linear(feature_dim, name="project")(x.reshape(x.shape[0], -1))
+        x = hk.LayerNorm(-1, create_scale=True, create_offset=True, name="project_ln")(x)
+        return jnp.tanh(x).reshape(*lead, feature_dim)
+
+    return forward
+
+
+def random_shift(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
+    """DrQ's augmentation: pad each image [B, H, W, C] by `pad` pixels (edge replication) and
+    crop it back to H x W at an offset drawn uniformly in [0, 2 pad]^2, per image."""
+    if pad <= 0:
+        return images
+    batch, height, width, channels = images.shape
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    offsets = jax.random.randint(key, (batch, 2), 0, 2 * pad + 1)
+
+    def crop(image, offset):
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
+
+    return jax.vmap(crop)(padded, offsets)
+
+
+def encode_observation(
+    obs: Mapping[str, jax.Array], spec: Spec, encoder, flat_rest
+) -> jax.Array:
+    """[encoder(image) for each image field] ++ flat_rest(other fields) along the last axis.
+
+    `flat_rest(obs)` flattens the non-image fields (or returns None when there are none)."""
+    parts = [encoder(obs[name]) for name in image_fields(spec)]
+    rest = flat_rest(obs)
+    if rest is not None:
+        parts.append(rest)
+    return jnp.concatenate(parts, axis=-1)
