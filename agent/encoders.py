@@ -3,12 +3,11 @@
 The encoder is DrQ's (Kostrikov et al. 2020; Yarats et al. 2021): frames scaled to [-0.5, 0.5],
 `layers` 3x3 convolutions with `depth` channels (the first with stride 2, the rest stride 1,
 VALID padding, ReLU), flattened, then Linear(feature_dim) -> LayerNorm -> tanh. A pixel policy
-reads `encoder(image)` concatenated with the observation's other (flat) fields.
+reads `encoder(image)` concatenated with the observation's other (flat) fields
+(agent/bc/networks.py).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import haiku as hk
 import jax
@@ -54,16 +53,3 @@ def random_shift(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
         return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
 
     return jax.vmap(crop)(padded, offsets)
-
-
-def encode_observation(
-    obs: Mapping[str, jax.Array], spec: Spec, encoder, flat_rest
-) -> jax.Array:
-    """[encoder(image) for each image field] ++ flat_rest(other fields) along the last axis.
-
-    `flat_rest(obs)` flattens the non-image fields (or returns None when there are none)."""
-    parts = [encoder(obs[name]) for name in image_fields(spec)]
-    rest = flat_rest(obs)
-    if rest is not None:
-        parts.append(rest)
-    return jnp.concatenate(parts, axis=-1)

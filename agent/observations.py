@@ -42,6 +42,16 @@ def flat_obs(obs: Mapping[str, jax.Array], spec: Spec) -> jax.Array:
     return jnp.concatenate(parts, axis=-1)
 
 
+def field_slices(spec: Spec) -> dict[str, slice]:
+    """Where each field lies in the flat observation (`flat_obs`'s sorted name order)."""
+    out, offset = {}, 0
+    for name in sorted(spec.obs):
+        size = int(np.prod(spec.obs[name].shape, dtype=np.int64))
+        out[name] = slice(offset, offset + size)
+        offset += size
+    return out
+
+
 def observation_stats(obs: Mapping[str, np.ndarray] | None, spec: Spec) -> tuple:
     """Per-dimension mean and std (floored at 1e-3) of the flattened observations [N, ...].
 

@@ -74,8 +74,41 @@ class Programs:
         fed: `replay` is a batch pytree [length, ...] drawn on the host, one slice per step."""
         key = (phase, length, fed)
         if key not in self._chunks:
-            self._chunks[key] = jax.jit(self._make_chunk(phase, length, fed))
+            if self.agent.host_loop_chunks:
+                self._chunks[key] = self._make_host_loop(phase, length, fed)
+            else:
+                self._chunks[key] = jax.jit(self._make_chunk(phase, length, fed))
         return self._chunks[key]
+
+    def _make_host_loop(self, phase: str, length: int, fed: bool) -> Callable:
+        """The same program as _make_chunk (same keys, same steps) as a Python loop over one
+        jitted step: for agents whose steps XLA runs slowly inside a loop (Agent docstring)."""
+        agent = self.agent
+        begin = jax.jit(
+            lambda state, replay, rng, step: agent.begin_chunk(
+                phase, state, replay, step_key(rng, CHUNK_STREAM, step)
+            )
+        )
+        one = jax.jit(
+            lambda state, source, rng, t: agent.train(
+                phase, state, source, step_key(rng, TRAIN_STREAM, t)
+            )
+        )
+
+        def program(state, replay, rng, step):
+            state, begin_metrics = begin(state, None if fed else replay, rng, step)
+            steps = []
+            for i in range(length):
+                if fed:
+                    source = replay_lib.FedBatch(jax.tree.map(lambda x, i=i: x[i], replay))
+                else:
+                    source = replay
+                state, metrics = one(state, source, rng, step + i)
+                steps.append(metrics)
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *steps)
+            return state, {**begin_metrics, **_chunk_means(stacked)}
+
+        return program
 
     def _make_chunk(self, phase: str, length: int, fed: bool) -> Callable:
         agent = self.agent

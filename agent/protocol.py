@@ -93,6 +93,10 @@ class Agent(abc.ABC):
     device_replay: ClassVar[bool] = True  # False: batches may be drawn on the host (big data)
     horizon_cap: int | None = None  # longest trajectory its memory may sweep (None: any)
     end_sentinel: bool = False  # its memory counts a sentinel row after each trajectory end
+    # True: a chunk's steps run as a Python loop over one jitted step instead of one lax.scan.
+    # XLA on CPU runs convolutions inside a loop about 6x slower than outside one (measured by
+    # benchmarks/pixels.py), and unrolling the scan instead compiles for minutes.
+    host_loop_chunks: bool = False
 
     def __init__(self, cfg: Any, spec: Spec, context: Context) -> None:
         self.cfg, self.spec, self.context = cfg, spec, context

@@ -92,6 +92,7 @@ def test_without_opengl_one_line_says_what_to_install(monkeypatch):
     assert rendering.select_gl_platform() == "osmesa"  # the user's choice is kept
 
 
+@pytest.mark.slow
 def test_an_episode_is_500_steps_of_action_repeat_2():
     env = make_dmc_pixels("cartpole-swingup-pixels", seed=0, image_size=16)
     env.reset(seed=0)
@@ -99,3 +100,72 @@ def test_an_episode_is_500_steps_of_action_repeat_2():
     for t in range(1, 501):
         *_, terminated, truncated, _ = env.step(zeros)
         assert not terminated and truncated == (t == 500)
+
+
+# ------------------------------------------------------------------------------------------
+# Pixel datasets in V-D4RL's layout, and behaviour cloning from them
+
+
+@pytest.mark.slow
+def test_built_pixel_dataset_is_vd4rl_npz_and_deterministic(tmp_path):
+    from envs.datasets import load_dataset
+    from envs.datasets.pixel_datasets import build_or_reuse_pixels, collect_pixel_episodes
+    from envs.datasets.vd4rl import read_npz_episodes
+
+    task = envs.get_task("cartpole-swingup-pixels")
+    folder = build_or_reuse_pixels(task, "random", 600, 5, tmp_path, progress=False)
+    assert folder.relative_to(tmp_path).parts == (
+        "vd4rl-n600-s5", "main", "cartpole_swingup", "random", "64px"
+    )  # fmt: skip
+    episodes = read_npz_episodes(folder)
+    assert [len(ep["reward"]) for ep in episodes] == [501, 501]  # ceil(600 / 500) episodes
+    first = episodes[0]
+    assert first["image"].shape == (501, 64, 64, 3) and first["image"].dtype == np.uint8
+    assert first["action"][0].tolist() == [0.0] and first["reward"][0] == 0.0
+    assert first["is_first"][0] and first["is_last"][-1] and not first["is_terminal"].any()
+    again = collect_pixel_episodes(task, "random", 2, 5, progress=False)
+    for a, b in zip(episodes, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    data = load_dataset(task.name, {"dir": str(tmp_path), "size": 600, "seed": 5})
+    assert len(data) == 1000 and data.observations["image"].dtype == np.uint8
+    np.testing.assert_array_equal(data.next_observations["image"][0], first["image"][1])
+    np.testing.assert_array_equal(data.actions[0], first["action"][1])
+    assert data.episode_ends.sum() == 2 and data.timeouts.sum() == 2
+
+
+def test_a_users_vd4rl_folder_with_a_wrong_action_size_is_one_line(tmp_path):
+    from envs.datasets import load_dataset
+    from envs.datasets.errors import DatasetError
+    from envs.datasets.pixel_datasets import build_or_reuse_pixels
+
+    cartpole = build_or_reuse_pixels(
+        envs.get_task("cartpole-swingup-pixels"), "random", 10, 0, tmp_path, progress=False
+    )
+    with pytest.raises(DatasetError, match="key 'action' has \\[1\\] dimensions.*expects 6"):
+        load_dataset("walker-walk-pixels", {"path": str(cartpole)})
+
+
+@pytest.mark.slow
+def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_path):
+    from agent.config import load_config
+    from agent.runner.loop import train
+    from tests.resume import assert_same_final_state, copy_as_killed_after
+
+    sets = [
+        f"dataset.dir={tmp_path / 'data'}",
+        "dataset.quality=random",  # needs no policy files
+        "dataset.size=500",
+        "train.steps=100",
+        "train.checkpoint_every=50",
+        "train.eval_every=0",
+        "eval.final_episodes=1",
+        "eval.video_every=100",
+    ]
+    cfg = load_config(["bc_pixels_cartpole_swingup", "debug"], sets)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(cfg, straight, quiet=True)
+    assert list((straight / "videos").glob("*.gif"))  # the frames the agent saw
+    copy_as_killed_after(straight, resumed, 50)
+    train(cfg, resumed, quiet=True)
+    assert_same_final_state(straight, resumed, 100)

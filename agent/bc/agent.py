@@ -2,9 +2,11 @@
 
     L(theta) = E_{(s, a) ~ D} || tanh(f_theta(s)) - a ||^2
 
-It is the first baseline, and LEQ's policy pre-training reuses `bc_loss`. It reads the
-observation through `flat_obs`, so it trains on states and (flattened) images alike, and it can
-draw its batches on the host (`device_replay = False`) for datasets too large for the device.
+It is the first baseline, and LEQ's policy pre-training reuses `bc_loss`. On states it reads the
+flat observation (`flat_obs`); on pixels (a spec with image fields) DrQ's convolutional encoder
+reads each frame (agent/bc/networks.py), with DrQ's random-shift augmentation of the training
+batches (`bc.random_shift` pixels, 0 = off). It can draw its batches on the host
+(`device_replay = False`) for datasets too large for the device.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
+from agent.bc.networks import pixel_policy
+from agent.encoders import image_fields, random_shift
 from agent.networks import deterministic_policy
 from agent.observations import flat_obs
 from agent.programs import apply_gradients
@@ -45,13 +49,34 @@ class BCAgent(Agent):
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
         self.batch = cfg.train.batch_size
-        self.net = deterministic_policy(cfg.bc.hidden, spec.act_dim)
+        self.images = image_fields(spec)
+        self.host_loop_chunks = bool(self.images)  # convolutions: see Agent.host_loop_chunks
+        self.shift = int(cfg.bc.random_shift)
+        if self.images:
+            b = cfg.bc
+            self.net = pixel_policy(
+                spec, b.hidden, b.encoder_depth, b.encoder_layers, b.feature_dim
+            )
+        else:
+            self.net = deterministic_policy(cfg.bc.hidden, spec.act_dim)
         self.optimizer = optax.adam(cfg.bc.lr)
+
+    def _inputs(self, obs: dict) -> jax.Array | dict:
+        """The network's input: the observation dict on pixels, the flat vector on states."""
+        return obs if self.images else flat_obs(obs, self.spec)
+
+    def _augment(self, obs: dict, key: jax.Array) -> dict:
+        """DrQ's random shift of every image field of a training batch."""
+        keys = jax.random.split(key, len(self.images))
+        shifted = {
+            n: random_shift(k, obs[n], self.shift) for n, k in zip(self.images, keys, strict=True)
+        }
+        return {**obs, **shifted}
 
     def init(self, key: jax.Array, spec: Spec) -> BCState:
         init_key, _ = jax.random.split(key)
         mean, std = jnp.asarray(self.context.obs_mean), jnp.asarray(self.context.obs_std)
-        dummy = jnp.zeros((1, spec.flat_obs_dim))
+        dummy = self._inputs(jax.tree.map(jnp.asarray, spec.zeros_obs(1)))
         params = self.net.init(init_key, dummy, mean, std)
         return BCState(params, self.optimizer.init(params), mean, std)
 
@@ -63,8 +88,13 @@ class BCAgent(Agent):
 
     def train(self, phase, state: BCState, replay, key) -> tuple[BCState, dict]:
         """One gradient step on a uniform batch."""
+        if self.images and self.shift:  # states keep their key stream (and results) unchanged
+            key, shift_key = jax.random.split(key)
         batch = replay_lib.sample(replay, key, self.batch)
-        obs = flat_obs(batch["observations"], self.spec)
+        obs = batch["observations"]
+        if self.images and self.shift:
+            obs = self._augment(obs, shift_key)
+        obs = self._inputs(obs)
 
         def loss_fn(params):
             pred = self.net.apply(params, obs, state.obs_mean, state.obs_std)
@@ -78,5 +108,5 @@ class BCAgent(Agent):
 
     def policy(self, state: BCState, carry, obs, mode, key):
         """The deterministic policy (the same in every mode)."""
-        x = flat_obs(obs, self.spec)
+        x = self._inputs(obs)
         return carry, self.net.apply(state.params, x, state.obs_mean, state.obs_std)

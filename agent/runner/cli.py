@@ -131,10 +131,20 @@ def _cmd_collect(args) -> int:
 
 
 def dataset_summary(task_name: str, path: Path) -> str:
-    """Steps, trajectories (split at terminals and timeouts), mean return and normalised score."""
+    """Steps, trajectories (split at terminals and timeouts), mean return and normalised score;
+    for a V-D4RL folder (pixel tasks): episodes, mean return and size on disk."""
     import envs
     from envs.datasets.d4rl_hdf5 import read_d4rl_hdf5
     from envs.datasets.preprocess import return_stats
+
+    if Path(path).is_dir():
+        from envs.datasets.pixel_datasets import folder_summary
+
+        s = folder_summary(Path(path))
+        return (
+            f"{s['steps']} steps, {s['episodes']} episodes, mean return {s['return_mean']:.1f} "
+            f"+- {s['return_std']:.1f}, {s['megabytes']:.1f} MB on disk"
+        )
 
     raw = read_d4rl_hdf5(path)
     ends = (raw["terminals"] > 0) | (raw["timeouts"] > 0)

@@ -27,9 +27,9 @@ def evaluate(
     """
     spec = envs.get_task(task_name)
     environments = [envs.make_env(task_name, render=record and i == 0) for i in range(episodes)]
-    obs = np.stack(
+    obs = _stack(
         [env.reset(seed=EVAL_SEED_OFFSET + 100 * seed + i)[0] for i, env in enumerate(environments)]
-    ).astype(np.float32)
+    )
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, np.int64)
     active = np.ones(episodes, bool)
@@ -38,7 +38,7 @@ def evaluate(
         actions = act(obs)
         for i in np.flatnonzero(active):
             next_obs, reward, terminated, truncated, _ = environments[i].step(actions[i])
-            obs[i] = next_obs
+            _assign(obs, i, next_obs)
             returns[i] += reward
             lengths[i] += 1
             if record and i == 0:
@@ -57,6 +57,23 @@ def evaluate(
     }
     video = np.stack(frames) if frames else np.zeros((0, frame_size, frame_size, 3), np.uint8)
     return metrics, video
+
+
+def _stack(observations: list) -> np.ndarray | dict[str, np.ndarray]:
+    """One batch of the environments' observations: float32 [B, d] for flat states, a dict of
+    stacked fields (e.g. uint8 frames) for dict observations."""
+    if isinstance(observations[0], dict):
+        return {k: np.stack([o[k] for o in observations]) for k in observations[0]}
+    return np.stack(observations).astype(np.float32)
+
+
+def _assign(batch: np.ndarray | dict, i: int, obs) -> None:
+    """batch[i] = obs, field by field for dict observations."""
+    if isinstance(batch, dict):
+        for k, v in obs.items():
+            batch[k][i] = v
+    else:
+        batch[i] = obs
 
 
 def _frame(env, size: int) -> np.ndarray:

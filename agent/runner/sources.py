@@ -39,12 +39,20 @@ def as_obs(raw) -> dict:
     return {STATE: np.asarray(raw, np.float32)}
 
 
+def _fields(observations) -> dict:
+    """A dataset's observations as typed fields: a flat state array becomes {"state": float32};
+    a dict (pixel datasets: {"image": uint8}) keeps its fields and dtypes."""
+    if isinstance(observations, dict):
+        return {name: np.asarray(x) for name, x in observations.items()}
+    return {STATE: np.asarray(observations, np.float32)}
+
+
 def dataset_arrays(data) -> dict:
-    """An `OfflineData` in the replay layout (every field float32, as the dataset is)."""
+    """An `OfflineData` in the replay layout (observation fields typed, the rest float32)."""
     f32 = lambda x: np.asarray(x, np.float32)
     return {
-        "observations": {STATE: f32(data.observations)},
-        "next_observations": {STATE: f32(data.next_observations)},
+        "observations": _fields(data.observations),
+        "next_observations": _fields(data.next_observations),
         "actions": f32(data.actions),
         "rewards": f32(data.rewards),
         "masks": f32(data.masks),
@@ -55,7 +63,7 @@ def dataset_arrays(data) -> dict:
 
 def offline_context(task, spec: Spec, data) -> Context:
     """Statistics of the dataset that the agents and world models need."""
-    mean, std = observation_stats({STATE: data.observations}, spec)
+    mean, std = observation_stats(_fields(data.observations), spec)
     return Context(
         obs_mean=mean,
         obs_std=std,

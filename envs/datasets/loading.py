@@ -12,6 +12,12 @@ cfg keys (all optional; the defaults are read from configs/defaults.yaml's `data
     dir          cache folder of built datasets: {dir}/{task}-{quality}-n{size}-s{seed}.hdf5
     reward_norm  "auto" (the paper's preprocessing, envs/datasets/preprocess.py) | "none"
 
+Pixel tasks (`<task>-pixels`) read and build V-D4RL folders instead (64px npz episodes or 84px
+hdf5 shards; envs/datasets/pixel_datasets.py): `path` is such a folder, e.g. a user's
+`<v-d4rl>/main/walker_walk/medium/64px`, and built ones live in
+{dir}/vd4rl-n{size}-s{seed}/main/<task>/<quality>/64px; their observations are
+{"image": uint8} dicts and their rewards are used as stored.
+
 Methods with a horizon cap (VEM / GEM's `max_step`) check the result with
 `envs.datasets.check_segment_lengths`.
 """
@@ -166,9 +172,43 @@ def _options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
+def _load_pixels(task: TaskSpec, opts: Mapping[str, Any]) -> OfflineData:
+    """A pixel task's dataset: a V-D4RL folder built here or the user's (pixel_datasets.py)."""
+    from envs.datasets.pixel_datasets import load_pixel_dataset
+
+    quality = resolve_quality(task, str(opts["quality"]))
+    kind = "built" if opts["path"] is None else "vd4rl"
+    folder = _ensure(task, opts)
+    info = {"path": str(folder), "source": kind, "task": task.name, "quality": quality}
+    return load_pixel_dataset(folder, task, info)
+
+
+def _ensure(task: TaskSpec, opts: Mapping[str, Any]) -> Path:
+    """cfg's path, or the cache file / folder to build, built unless it exists."""
+    if opts["path"] is not None:
+        return Path(opts["path"])
+    quality = resolve_quality(task, str(opts["quality"]))
+    size, seed = int(opts["size"]), int(opts["seed"])
+    if task.image_shape is not None:
+        from envs.datasets.pixel_datasets import build_or_reuse_pixels
+
+        require_quality(quality, _behaviour_task(task, quality))
+        return build_or_reuse_pixels(task, quality, size, seed, opts["dir"])
+    return build_or_reuse(task, quality, size, seed, opts["dir"])
+
+
+def _behaviour_task(task: TaskSpec, quality: str) -> TaskSpec:
+    """The task whose behaviours build `task`'s datasets (a pixel task's state twin)."""
+    from envs.datasets.pixel_datasets import state_twin
+
+    return task if task.image_shape is None or quality == "random" else state_twin(task)
+
+
 def load_task_dataset(task: TaskSpec, cfg: Mapping[str, Any]) -> OfflineData:
     """load_dataset for an explicit TaskSpec (see the module docstring for cfg)."""
     opts = _options(cfg)
+    if task.image_shape is not None:
+        return _load_pixels(task, opts)
     if opts["path"] is None:
         quality = resolve_quality(task, str(opts["quality"]))
         path = build_or_reuse(task, quality, int(opts["size"]), int(opts["seed"]), opts["dir"])
@@ -200,7 +240,12 @@ def dataset_path(task_name: str, cfg: Mapping[str, Any]) -> Path:
     if opts["path"] is not None:
         return Path(opts["path"])
     quality = resolve_quality(task, str(opts["quality"]))
-    return cache_path(opts["dir"], task.name, quality, int(opts["size"]), int(opts["seed"]))
+    size, seed = int(opts["size"]), int(opts["seed"])
+    if task.image_shape is not None:
+        from envs.datasets.pixel_datasets import vd4rl_folder
+
+        return vd4rl_folder(opts["dir"], task, quality, size, seed)
+    return cache_path(opts["dir"], task.name, quality, size, seed)
 
 
 def ensure_dataset(task_name: str, cfg: Mapping[str, Any]) -> Path:
@@ -208,12 +253,7 @@ def ensure_dataset(task_name: str, cfg: Mapping[str, Any]) -> Path:
 
     With cfg["path"] set nothing is built and that path is returned.
     """
-    task = get_task(task_name)
-    opts = _options(cfg)
-    if opts["path"] is not None:
-        return Path(opts["path"])
-    quality = resolve_quality(task, str(opts["quality"]))
-    return build_or_reuse(task, quality, int(opts["size"]), int(opts["seed"]), opts["dir"])
+    return _ensure(get_task(task_name), _options(cfg))
 
 
 def load_dataset(task_name: str, cfg: Mapping[str, Any]) -> OfflineData:
