@@ -29,7 +29,11 @@ EXPECTED_NAMES = (
     "cheetah-run-ar2",
     "cartpole-swingup-ar2",
 )
-PIXEL_NAMES = ("walker-walk-pixels", "cheetah-run-pixels", "cartpole-swingup-pixels")
+PIXEL_NAMES = tuple(
+    f"{name}{suffix}"
+    for name in ("walker-walk", "cheetah-run", "cartpole-swingup")
+    for suffix in ("-pixels", "-pixels84")
+)
 
 
 def _rollout(env, actions, seed):

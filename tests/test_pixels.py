@@ -169,3 +169,18 @@ def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_pa
     copy_as_killed_after(straight, resumed, 50)
     train(cfg, resumed, quiet=True)
     assert_same_final_state(straight, resumed, 100)
+
+
+@pytest.mark.slow
+def test_84px_tasks_build_hdf5_shards_that_load_back(tmp_path):
+    from envs.datasets import load_dataset
+    from envs.datasets.pixel_datasets import build_or_reuse_pixels
+
+    task = envs.get_task("cartpole-swingup-pixels84")
+    assert task.observation_fields == {"image": ((84, 84, 3), "uint8")}
+    folder = build_or_reuse_pixels(task, "random", 10, 0, tmp_path, progress=False)
+    assert folder.name == "84px" and [p.name for p in folder.glob("*.hdf5")] == ["0.hdf5"]
+    data = load_dataset(task.name, {"path": str(folder)})
+    assert data.observations["image"].shape == (500, 84, 84, 3)
+    small = load_dataset("cartpole-swingup-pixels", {"path": str(folder)})  # resized, as LEQ_DV3
+    assert small.observations["image"].shape == (500, 64, 64, 3)

@@ -1,15 +1,17 @@
 """Pixel datasets: built in the simulator in V-D4RL's 64px layout, and loaded for training.
 
-Building. A quality of a pixel task `<task>-pixels` is the behaviour of that quality on its
-state twin `<task>-ar2` (envs/datasets/behaviour.py; the trained ones from the twin's policy
-files), driven by the twin's state while each step's frame is rendered: the same dynamics
-(action repeat 2) and the same observation the policy was trained on. `size` agent steps are
-collected as ceil(size / 500) whole 500-step episodes (501 frames with the reset frame, as
-V-D4RL's files), written one npz per episode under
+Building. A quality of a pixel task `<task>-pixels` (or `-pixels84`) is the behaviour of that
+quality on its state twin `<task>-ar2` (envs/datasets/behaviour.py; the trained ones from the
+twin's policy files), driven by the twin's state while each step's frame is rendered: the same
+dynamics (action repeat 2) and the same observation the policy was trained on. `size` agent
+steps are collected as ceil(size / 500) whole 500-step episodes (501 frames with the reset
+frame, as V-D4RL's files),
+written one npz per episode under
 
     {dataset.dir}/vd4rl-n{size}-s{seed}/main/<task>/<quality>/64px/     (e.g. walker_walk/medium)
 
-which is V-D4RL's own folder layout below the `vd4rl-n{size}-s{seed}` root, so the same loader
+(`-pixels84`: 84px/ with hdf5 shards of 50 episodes, V-D4RL's 84px layout), which is V-D4RL's
+own folder layout below the `vd4rl-n{size}-s{seed}` root, so the same loader
 reads users' real files. The folder is built under a temporary name and renamed when complete.
 Episode i resets with a seed drawn from the dataset seed; the policy's randomness comes from one
 generator of that seed, so a dataset is a function of (task, quality, size, seed, policy files).
@@ -42,25 +44,27 @@ from envs.datasets.vd4rl import (
     episode_filename,
     episodes_to_transitions,
     load_vd4rl,
+    write_hdf5_shard,
     write_npz_episode,
 )
 from envs.tasks.dmc import REPEAT_SUFFIX
-from envs.tasks.dmc_pixels import PIXEL_SUFFIX
+from envs.tasks.dmc_pixels import split_pixel_name
 from envs.tasks.registry import get_task
 from envs.tasks.task import TaskSpec
 
 BUILD_FILE = "collect.json"  # what a built folder was made from (loading compares it)
 AGENT_STEPS = EPISODE_STEPS - 1  # 500 agent steps per episode
+SHARD_EPISODES = 50  # episodes per hdf5 shard of a built 84px dataset
 
 
 def state_twin(task: TaskSpec) -> TaskSpec:
     """`<task>-ar2` for `<task>-pixels`: where its behaviour policies come from."""
-    return get_task(task.name.removesuffix(PIXEL_SUFFIX) + REPEAT_SUFFIX)
+    return get_task(split_pixel_name(task.name)[0] + REPEAT_SUFFIX)
 
 
 def vd4rl_folder(root: str | Path, task: TaskSpec, quality: str, size: int, seed: int) -> Path:
     """The folder a built dataset lives in (module docstring)."""
-    name = task.name.removesuffix(PIXEL_SUFFIX).replace("-", "_")
+    name = split_pixel_name(task.name)[0].replace("-", "_")
     image = task.image_shape[0]
     return (
         Path(root)
@@ -172,8 +176,12 @@ def build_or_reuse_pixels(
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for i, episode in enumerate(collected):
-        write_npz_episode(tmp / episode_filename(i, len(episode["reward"])), episode)
+    if task.image_shape[0] == 84:  # V-D4RL's 84px layout: hdf5 shards
+        for shard, start in enumerate(range(0, len(collected), SHARD_EPISODES)):
+            write_hdf5_shard(tmp / f"{shard}.hdf5", collected[start : start + SHARD_EPISODES])
+    else:
+        for i, episode in enumerate(collected):
+            write_npz_episode(tmp / episode_filename(i, len(episode["reward"])), episode)
     (tmp / BUILD_FILE).write_text(json.dumps(record, indent=1) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

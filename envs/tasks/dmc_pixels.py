@@ -3,9 +3,10 @@
 Each agent step repeats the action for `action_repeat` (2) control steps and sums their rewards,
 so an episode is 1000 / 2 = 500 agent steps (V-D4RL's files hold 501 frames: the reset frame
 and one per step). Observations are dicts: {"image": uint8 [size, size, 3]} from camera 0
-(camera 2 for quadruped, as DreamerV2's wrapper that V-D4RL used), 64x64 by default (84x84 as an
-option), plus {"state": float32 [obs_dim]} (the suite's observation, flattened as in
-envs/tasks/dmc.py) with `with_state=True`. No terminal states: the last step is truncated.
+(camera 2 for quadruped, as DreamerV2's wrapper that V-D4RL used), 64x64 by default (84x84 as
+an option: `<task>-pixels84`), plus {"state": float32 [obs_dim]} (the suite's observation,
+flattened as in envs/tasks/dmc.py) with `with_state=True`. No terminal states: the last step
+is truncated.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from envs.tasks.rendering import FrameRenderer
 
 ACTION_REPEAT = 2  # V-D4RL
 IMAGE_SIZE = 64  # V-D4RL's 64px datasets; 84 for its 84px shards
-PIXEL_SUFFIX = "-pixels"
+PIXEL_SUFFIX = "-pixels"  # <task>-pixels: 64x64 frames
+PIXEL84_SUFFIX = "-pixels84"  # <task>-pixels84: 84x84 frames (V-D4RL's 84px datasets)
+
+
+def split_pixel_name(name: str) -> tuple[str, int]:
+    """("walker-walk", 64) for "walker-walk-pixels", ("walker-walk", 84) for "...-pixels84"."""
+    if name.endswith(PIXEL84_SUFFIX):
+        return name.removesuffix(PIXEL84_SUFFIX), 84
+    return name.removesuffix(PIXEL_SUFFIX), IMAGE_SIZE
+
+
 CAMERA_IDS = {"quadruped": 2}  # DreamerV2's DMC wrapper; every other domain camera 0
 
 
@@ -83,14 +94,17 @@ class DmcPixelEnv(gym.Env):
 def make_dmc_pixels(
     name: str,
     seed: int | None = None,
-    image_size: int = IMAGE_SIZE,
+    image_size: int | None = None,
     action_repeat: int = ACTION_REPEAT,
     with_state: bool = False,
     fast_render: bool = False,
     **_unused,
 ) -> gym.Env:
-    """Build `<domain-task>-pixels` (500 steps of action repeat 2 by default, truncated)."""
-    domain, task = DMC_TASKS[name.removesuffix(PIXEL_SUFFIX)]
+    """Build `<domain-task>-pixels` / `-pixels84` (500 steps of action repeat 2 by default,
+    truncated); `image_size` overrides the name's frame size."""
+    base, size = split_pixel_name(name)
+    image_size = size if image_size is None else image_size
+    domain, task = DMC_TASKS[base]
     env = DmcPixelEnv(domain, task, seed, image_size, action_repeat, with_state, fast_render)
     steps = DMC_EPISODE_STEPS // env.action_repeat
     env.spec = EnvSpec(id=name, max_episode_steps=steps)

@@ -11,7 +11,7 @@ import functools
 import gymnasium as gym
 
 from envs.tasks.dmc import REPEAT_SUFFIX
-from envs.tasks.dmc_pixels import IMAGE_SIZE, PIXEL_SUFFIX
+from envs.tasks.dmc_pixels import IMAGE_SIZE, PIXEL84_SUFFIX, PIXEL_SUFFIX
 from envs.tasks.scores import REF_SCORES
 from envs.tasks.task import TaskSpec, TerminationFn
 from envs.tasks.termination import (
@@ -109,14 +109,15 @@ def _all_specs() -> dict[str, TaskSpec]:
     # V-D4RL's action repeat 2 (500 steps): from states (the behaviour policies' twin) and from
     # 64x64 frames (obs_dim is the state's, for the optional state field).
     dmc = [s for s in specs if s.family == "dmc"]
-    image = (IMAGE_SIZE, IMAGE_SIZE, 3)
     specs += [
         _spec(f"{s.name}{REPEAT_SUFFIX}", "dmc", s.obs_dim, s.act_dim, 500, never) for s in dmc
     ]
-    specs += [
-        _spec(f"{s.name}{PIXEL_SUFFIX}", "dmc_pixels", s.obs_dim, s.act_dim, 500, never, image)
-        for s in dmc
-    ]
+    for suffix, size in ((PIXEL_SUFFIX, IMAGE_SIZE), (PIXEL84_SUFFIX, 84)):
+        image = (size, size, 3)
+        specs += [
+            _spec(f"{s.name}{suffix}", "dmc_pixels", s.obs_dim, s.act_dim, 500, never, image)
+            for s in dmc
+        ]
     return {spec.name: spec for spec in specs}
 
 

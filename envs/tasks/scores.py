@@ -26,7 +26,7 @@ REF_SCORES: dict[str, tuple[float, float]] = {
 }
 # Action repeat 2 sums the rewards, so returns still lie in [0, 1000], from states or pixels.
 for _name in ("walker-walk", "cheetah-run", "cartpole-swingup"):
-    for _suffix in ("-ar2", "-pixels"):
+    for _suffix in ("-ar2", "-pixels", "-pixels84"):
         REF_SCORES[_name + _suffix] = REF_SCORES[_name]
 
 
