@@ -5,14 +5,13 @@ quality on its state twin `<task>-ar2` (envs/datasets/behaviour.py; the trained 
 twin's policy files), driven by the twin's state while each step's frame is rendered: the same
 dynamics (action repeat 2) and the same observation the policy was trained on. `size` agent
 steps are collected as ceil(size / 500) whole 500-step episodes (501 frames with the reset
-frame, as V-D4RL's files),
-written one npz per episode under
+frame, as V-D4RL's files), written one npz per episode under
 
     {dataset.dir}/vd4rl-n{size}-s{seed}/main/<task>/<quality>/64px/     (e.g. walker_walk/medium)
 
 (`-pixels84`: 84px/ with hdf5 shards of 50 episodes, V-D4RL's 84px layout), which is V-D4RL's
-own folder layout below the `vd4rl-n{size}-s{seed}` root, so the same loader
-reads users' real files. The folder is built under a temporary name and renamed when complete.
+own folder layout below the `vd4rl-n{size}-s{seed}` root, so the same loader reads users' real
+files. The folder is built under a temporary name and renamed when complete.
 Episode i resets with a seed drawn from the dataset seed; the policy's randomness comes from one
 generator of that seed, so a dataset is a function of (task, quality, size, seed, policy files).
 `medium-expert` is the union of the medium and expert datasets (half the episodes each, the
