@@ -480,7 +480,7 @@ def test_medium_replay_follows_the_training_shares(gem_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["hopper", "walker2d", "halfcheetah"])
+@pytest.mark.parametrize("task", ["hopper", "walker2d", "halfcheetah", "cartpole-swingup-ar2"])
 def test_committed_policies_reproduce_their_fingerprints(task):
     """The committed snapshots exist, and short collections from them give the recorded rewards
     (so a changed file, simulator version or collector is caught)."""
