@@ -23,16 +23,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_latch_records_sigint_and_sigterm_and_restores_the_handlers():
-    before = signal.getsignal(signal.SIGTERM)
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)  # CI may run with ^C off
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with InterruptLatch() as latch:
+                assert not latch.pending
+                os.kill(os.getpid(), signum)
+                assert latch.pending
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is before
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        # An ignored signal stays ignored inside the latch (a run started with nohup / `&`).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         with InterruptLatch() as latch:
+            os.kill(os.getpid(), signal.SIGINT)
             assert not latch.pending
-            os.kill(os.getpid(), signum)
-            assert latch.pending
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert signal.getsignal(signal.SIGTERM) is before
-    with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, original)
 
 
 def test_sigterm_stops_a_background_run_with_its_work_saved(tmp_path):
@@ -86,8 +96,12 @@ def test_ctrl_c_during_a_learning_chunk_saves_it_and_the_rerun_matches(
         return run
 
     monkeypatch.setattr(programs_lib.Programs, "chunk", chunk_that_is_interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, interrupted, quiet=True)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # CI may run with ^C off
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, interrupted, quiet=True)
+    finally:
+        signal.signal(signal.SIGINT, handler)
     monkeypatch.setattr(programs_lib.Programs, "chunk", original)
     # The first learning chunk (env steps 150-200) ran to its end and was saved.
     assert "interrupted at step 200;" in capsys.readouterr().out

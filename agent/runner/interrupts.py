@@ -36,7 +36,9 @@ class InterruptLatch:
 
     def __enter__(self) -> InterruptLatch:
         if _in_main_thread():
-            self._previous = {s: signal.signal(s, self._record) for s in SIGNALS}
+            # A signal the process ignores (SIGINT under nohup / `&`) stays ignored.
+            wanted = [s for s in SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+            self._previous = {s: signal.signal(s, self._record) for s in wanted}
         return self
 
     def __exit__(self, *exc) -> None:
