@@ -30,6 +30,7 @@ import envs
 from agent import checkpoint
 from agent import replay as replay_lib
 from agent.config import Config, ConfigError, load_config
+from agent.encoders import image_fields
 from agent.logger import Logger
 from agent.methods import agent_class
 from agent.programs import Programs
@@ -335,7 +336,8 @@ class Loop:
     def final_evaluation(self, run: RunState) -> dict:
         """The final evaluation, logged and written to LOGDIR/result.json."""
         cfg, step = self.cfg, int(run.counters["step"])
-        record = bool(cfg.eval.video_every)
+        # A pixel task's frames are its observations, so recording them costs nothing.
+        record = bool(cfg.eval.video_every) or bool(image_fields(self.spec))
         metrics = self.evaluate_and_log(run, step, cfg.eval.final_episodes, record)
         result = {"step": step, "episodes": cfg.eval.final_episodes, **metrics}
         rundir.write_json_atomic(self.logdir / RESULT_FILE, result)
