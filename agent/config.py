@@ -301,6 +301,21 @@ def dump_config(cfg: Mapping, path: Path) -> None:
     tmp.replace(path)
 
 
+def fill_missing(saved: Mapping, current: Mapping, prefix: str = "") -> tuple[dict, list[str]]:
+    """(saved with the keys it lacks taken from current, the dotted keys so added): a run saved
+    before a config key existed resumes with that key's current value."""
+    merged, added = dict(saved), []
+    for key, value in current.items():
+        dotted = f"{prefix}{key}"
+        if key not in saved:
+            merged[key] = value
+            added.append(dotted)
+        elif isinstance(value, Mapping) and isinstance(saved[key], Mapping):
+            merged[key], more = fill_missing(saved[key], value, prefix=f"{dotted}.")
+            added += more
+    return merged, added
+
+
 def first_difference(a: Mapping, b: Mapping, prefix: str = "") -> str | None:
     """The dotted key of the first difference between two config trees, or None if equal."""
     for key in sorted(set(a) | set(b)):

@@ -14,7 +14,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.config import Config, ConfigError, dump_config, first_difference, load_yaml_file
+from agent.config import (
+    Config,
+    ConfigError,
+    dump_config,
+    fill_missing,
+    first_difference,
+    load_yaml_file,
+)
 
 CHECKPOINT_DIR = "checkpoints"
 RESULT_FILE = "result.json"
@@ -34,13 +41,17 @@ def prepare_logdir(cfg: Config, logdir: Path) -> None:
     logdir.mkdir(parents=True, exist_ok=True)
     saved_path = logdir / "config.yaml"
     if saved_path.exists():
-        saved = load_yaml_file(saved_path)
+        # Keys added to the config since the run started take their current values.
+        saved, added = fill_missing(load_yaml_file(saved_path), cfg.to_dict())
         key = first_difference(saved, cfg.to_dict())
         if key is not None:
             raise ConfigError(
                 f"{logdir} holds a run with a different config (key '{key}'); "
                 "rerun with the same config to resume, or choose another --logdir"
             )
+        if added:
+            print(f"config: keys new since this run started: {', '.join(added)}", flush=True)
+            dump_config(cfg, saved_path)
     else:
         dump_config(cfg, saved_path)
 
