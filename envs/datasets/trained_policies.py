@@ -44,7 +44,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.datasets.behaviour import BehaviourFactory, register_behaviour
+from envs.datasets.behaviour import BehaviourFactory, register_behaviour, union_parts
 from envs.datasets.errors import DatasetError
 from envs.tasks.task import TaskSpec
 
@@ -100,16 +100,20 @@ class NumpyMLP:
         return self._dense(x, *self.out)
 
 
-class NumpyActor:
-    """A deterministic actor: a = tanh(MLP(s)) (float32)."""
+class _MlpActor:
+    """An actor over one NumpyMLP, built from flat weights or an npz file."""
 
     def __init__(self, weights: dict[str, np.ndarray]) -> None:
         self.mlp = NumpyMLP(weights)
 
     @classmethod
-    def load(cls, path: Path) -> NumpyActor:
+    def load(cls, path: Path):
         with np.load(path) as f:
             return cls({k: f[k] for k in f.files})
+
+
+class NumpyActor(_MlpActor):
+    """A deterministic actor: a = tanh(MLP(s)) (float32)."""
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return np.tanh(self.mlp(obs)).astype(np.float32)
@@ -119,16 +123,8 @@ class NumpyActor:
         return noisy(self(obs), rng)
 
 
-class TanhGaussianActor:
+class TanhGaussianActor(_MlpActor):
     """SAC's actor: (mean, log_std) from the MLP; samples a = tanh(mean + exp(log_std) eps)."""
-
-    def __init__(self, weights: dict[str, np.ndarray]) -> None:
-        self.mlp = NumpyMLP(weights)
-
-    @classmethod
-    def load(cls, path: Path) -> TanhGaussianActor:
-        with np.load(path) as f:
-            return cls({k: f[k] for k in f.files})
 
     def distribution(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, log_std), log_std = LOG_STD_MIN + (LOG_STD_MAX - LOG_STD_MIN)(tanh(raw) + 1)/2."""
@@ -180,8 +176,6 @@ def policies_id(task_name: str, folder: Path | None = None) -> str:
 def dataset_policies_id(task: TaskSpec, quality: str) -> str:
     """The policies_id a `quality` dataset of `task` is built from now ("" when the quality is
     not a trained behaviour, e.g. random, or a union of none)."""
-    from envs.datasets.behaviour import union_parts
-
     parts = union_parts(quality) or (quality,)
     trained = any(part in TRAINED_FACTORIES for part in parts)
     return policies_id(task.name) if trained and task.family in FAMILIES else ""
