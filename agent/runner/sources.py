@@ -33,26 +33,19 @@ def task_spec(task) -> Spec:
 
 
 def as_obs(raw) -> dict:
-    """A simulator's observation (a flat vector, or already a dict of fields) as a dict."""
+    """An observation, or a dataset's [N, ...] observations, as typed fields: a flat state
+    becomes {"state": float32}; a dict (pixel tasks: {"image": uint8}) keeps its fields."""
     if isinstance(raw, dict):
         return raw
     return {STATE: np.asarray(raw, np.float32)}
-
-
-def _fields(observations) -> dict:
-    """A dataset's observations as typed fields: a flat state array becomes {"state": float32};
-    a dict (pixel datasets: {"image": uint8}) keeps its fields and dtypes."""
-    if isinstance(observations, dict):
-        return {name: np.asarray(x) for name, x in observations.items()}
-    return {STATE: np.asarray(observations, np.float32)}
 
 
 def dataset_arrays(data) -> dict:
     """An `OfflineData` in the replay layout (observation fields typed, the rest float32)."""
     f32 = lambda x: np.asarray(x, np.float32)
     return {
-        "observations": _fields(data.observations),
-        "next_observations": _fields(data.next_observations),
+        "observations": as_obs(data.observations),
+        "next_observations": as_obs(data.next_observations),
         "actions": f32(data.actions),
         "rewards": f32(data.rewards),
         "masks": f32(data.masks),
@@ -63,7 +56,7 @@ def dataset_arrays(data) -> dict:
 
 def offline_context(task, spec: Spec, data) -> Context:
     """Statistics of the dataset that the agents and world models need."""
-    mean, std = observation_stats(_fields(data.observations), spec)
+    mean, std = observation_stats(as_obs(data.observations), spec)
     return Context(
         obs_mean=mean,
         obs_std=std,
