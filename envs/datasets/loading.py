@@ -38,6 +38,7 @@ from envs.datasets.d4rl_hdf5 import RawData, read_d4rl_hdf5, write_d4rl_hdf5
 from envs.datasets.errors import DatasetError
 from envs.datasets.minari_source import is_minari_source, read_minari
 from envs.datasets.offline_data import OfflineData
+from envs.datasets.pixel_datasets import build_or_reuse_pixels, load_pixel_dataset, vd4rl_folder
 from envs.datasets.preprocess import REWARD_NORM_MODES, is_random_quality, to_offline_data
 from envs.datasets.trained_policies import dataset_policies_id
 from envs.tasks.registry import get_task
@@ -174,8 +175,6 @@ def _options(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def _load_pixels(task: TaskSpec, opts: Mapping[str, Any]) -> OfflineData:
     """A pixel task's dataset: a V-D4RL folder built here or the user's (pixel_datasets.py)."""
-    from envs.datasets.pixel_datasets import load_pixel_dataset
-
     quality = resolve_quality(task, str(opts["quality"]))
     kind = "built" if opts["path"] is None else "vd4rl"
     folder = _ensure(task, opts)
@@ -190,18 +189,8 @@ def _ensure(task: TaskSpec, opts: Mapping[str, Any]) -> Path:
     quality = resolve_quality(task, str(opts["quality"]))
     size, seed = int(opts["size"]), int(opts["seed"])
     if task.image_shape is not None:
-        from envs.datasets.pixel_datasets import build_or_reuse_pixels
-
-        require_quality(quality, _behaviour_task(task, quality))
         return build_or_reuse_pixels(task, quality, size, seed, opts["dir"])
     return build_or_reuse(task, quality, size, seed, opts["dir"])
-
-
-def _behaviour_task(task: TaskSpec, quality: str) -> TaskSpec:
-    """The task whose behaviours build `task`'s datasets (a pixel task's state twin)."""
-    from envs.datasets.pixel_datasets import state_twin
-
-    return task if task.image_shape is None or quality == "random" else state_twin(task)
 
 
 def load_task_dataset(task: TaskSpec, cfg: Mapping[str, Any]) -> OfflineData:
@@ -242,8 +231,6 @@ def dataset_path(task_name: str, cfg: Mapping[str, Any]) -> Path:
     quality = resolve_quality(task, str(opts["quality"]))
     size, seed = int(opts["size"]), int(opts["seed"])
     if task.image_shape is not None:
-        from envs.datasets.pixel_datasets import vd4rl_folder
-
         return vd4rl_folder(opts["dir"], task, quality, size, seed)
     return cache_path(opts["dir"], task.name, quality, size, seed)
 

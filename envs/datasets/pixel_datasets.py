@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from envs.datasets.behaviour import RandomPolicy, make_behaviour, union_parts
+from envs.datasets.behaviour import RandomPolicy, make_behaviour, require_quality, union_parts
 from envs.datasets.collect import union_part_seeds
 from envs.datasets.errors import DatasetError
 from envs.datasets.offline_data import OfflineData
@@ -75,10 +75,15 @@ def vd4rl_folder(root: str | Path, task: TaskSpec, quality: str, size: int, seed
     )
 
 
+def behaviour_task(task: TaskSpec, quality: str) -> TaskSpec:
+    """The task whose behaviour of `quality` drives `task`: the state twin, except for random."""
+    return task if quality == "random" else state_twin(task)
+
+
 def _behaviour(task: TaskSpec, quality: str, env: Any, seed: int):
     if quality == "random":
         return RandomPolicy(task.act_dim)
-    return make_behaviour(quality, state_twin(task), env, seed)
+    return make_behaviour(quality, behaviour_task(task, quality), env, seed)
 
 
 def collect_pixel_episodes(
@@ -164,6 +169,7 @@ def build_or_reuse_pixels(
     """The V-D4RL folder of (task, quality, size, seed), collected and written first unless a
     complete one built from the same policy files exists."""
     folder = vd4rl_folder(root, task, quality, size, seed)
+    require_quality(quality, behaviour_task(task, quality))  # fail before announcing a build
     record = _build_record(task, quality, size, seed)
     made = folder / BUILD_FILE
     if made.is_file() and json.loads(made.read_text()) == record:
