@@ -15,15 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agent.distributions import symlog
 from agent.observations import normalize
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 HIDDEN = (256, 256, 256)
-
-
-def symlog(x: jax.Array) -> jax.Array:
-    """sign(x) log(1 + |x|)."""
-    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
 
 
 def _orthogonal() -> hk.initializers.Initializer:

@@ -1,0 +1,201 @@
+"""The RSSM's distributions and networks against slow references (algorithms.md §2.2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agent import distributions as dist
+from agent.world_model.rssm import RssmLatent, RssmWorldModel, free_kl, sequence_from_window
+from agent.world_model.rssm_config import RssmConfig
+from agent.world_model.rssm_net import encoder_stages, gru_update, scale_action
+
+TINY = RssmConfig(
+    deter=16, hidden=16, stoch=3, classes=4, prior_heads=3, cnn_depth=4, batch_size=2, length=5
+)
+IMAGE = (16, 16, 3)
+
+
+@pytest.fixture(scope="module")
+def world():
+    model = RssmWorldModel(TINY, 2, IMAGE)
+    return model, model.init(jax.random.PRNGKey(0))
+
+
+def window(batch=2, length=5, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (batch, length + 1, *IMAGE), dtype=np.uint8)
+    return {
+        "observations": {"image": frames[:, :-1]},
+        "next_observations": {"image": frames[:, 1:]},
+        "actions": rng.uniform(-1, 1, (batch, length, 2)).astype(np.float32),
+        "rewards": rng.uniform(0, 1, (batch, length)).astype(np.float32),
+        "masks": np.ones((batch, length), np.float32),
+    }
+
+
+# --- distributions ---------------------------------------------------------------------
+
+
+def test_symlog_symexp_invert():
+    x = jnp.array([-1e4, -3.0, -0.5, 0.0, 0.2, 7.0, 1e5])
+    np.testing.assert_allclose(dist.symexp(dist.symlog(x)), x, rtol=1e-5)
+    assert float(dist.symlog(jnp.array(np.e - 1))) == pytest.approx(1.0)
+
+
+def test_twohot_round_trip_and_weights():
+    bins = dist.twohot_bins(255)
+    x = jnp.array([-300.0, -1.5, 0.0, 0.37, 12.0, 4000.0])
+    enc = dist.twohot(x, bins)
+    np.testing.assert_allclose(enc.sum(-1), 1.0, rtol=1e-6)
+    assert int((enc > 0).sum(-1).max()) <= 2  # at most two neighbouring bins
+    np.testing.assert_allclose(dist.symexp(enc @ bins), x, rtol=1e-4, atol=1e-5)
+    # a head whose softmax equals the encoding predicts the value back
+    np.testing.assert_allclose(
+        dist.twohot_mean(jnp.log(enc + 1e-30), bins), x, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_twohot_clips_outside_the_bins():
+    bins = dist.twohot_bins(5, limit=2.0)
+    enc = dist.twohot(jnp.array([1e9, -1e9]), bins)
+    np.testing.assert_allclose(enc, [[0, 0, 0, 0, 1], [1, 0, 0, 0, 0]], atol=1e-6)
+
+
+def test_unimix_mixes_with_uniform():
+    logits = jnp.array([[10.0, 0.0, -5.0, 2.0]])
+    probs = jnp.exp(dist.unimix_logits(logits, 0.01))
+    expected = 0.99 * jax.nn.softmax(logits) + 0.01 / 4
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
+    assert float(probs.min()) >= 0.01 / 4 - 1e-7
+
+
+def test_categorical_kl_against_brute_force_sum():
+    rng = np.random.default_rng(1)
+    lp, lq = rng.normal(size=(1, 3, 3, 5)), rng.normal(size=(1, 3, 3, 5))
+    got = np.asarray(dist.categorical_kl(jnp.asarray(lp), jnp.asarray(lq)))
+    for b in range(3):
+        # the factorised KL equals the KL of the joint over all C^S outcomes
+        p = np.exp(lp[0, b]) / np.exp(lp[0, b]).sum(-1, keepdims=True)
+        q = np.exp(lq[0, b]) / np.exp(lq[0, b]).sum(-1, keepdims=True)
+        brute = 0.0
+        for combo in itertools.product(range(5), repeat=3):
+            pj = np.prod([p[s, c] for s, c in enumerate(combo)])
+            qj = np.prod([q[s, c] for s, c in enumerate(combo)])
+            brute += pj * np.log(pj / qj)
+        assert got[0, b] == pytest.approx(brute, rel=1e-5)
+    assert np.all(got >= -1e-6)
+
+
+def test_straight_through_sample_is_one_hot_with_probability_gradient():
+    logits = jnp.array([[0.3, -1.0, 2.0], [1.0, 1.0, 1.0]])
+    key = jax.random.PRNGKey(3)
+    sample = dist.straight_through_sample(key, logits)
+    np.testing.assert_allclose(sample.sum(-1), 1.0, atol=1e-6)
+    assert set(np.unique(np.round(np.asarray(sample), 6))) <= {0.0, 1.0}
+    weights = jnp.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 4.0]])
+    grad = jax.grad(lambda lg: jnp.sum(weights * dist.straight_through_sample(key, lg)))(logits)
+    expected = jax.grad(lambda lg: jnp.sum(weights * jax.nn.softmax(lg, -1)))(logits)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+
+
+def test_straight_through_samples_follow_the_probabilities():
+    logits = jnp.log(jnp.array([[0.7, 0.2, 0.1]]))
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    draws = jax.vmap(lambda k: dist.straight_through_sample(k, logits))(keys)
+    np.testing.assert_allclose(draws.mean(0)[0], [0.7, 0.2, 0.1], atol=0.03)
+
+
+def test_bernoulli_log_prob_soft_labels():
+    logit, target = jnp.array(0.8), jnp.array(0.997)
+    p = 1 / (1 + np.exp(-0.8))
+    assert float(dist.bernoulli_log_prob(logit, target)) == pytest.approx(
+        0.997 * np.log(p) + 0.003 * np.log(1 - p), rel=1e-6
+    )
+
+
+# --- networks --------------------------------------------------------------------------
+
+
+def test_gru_update_against_hand_computation():
+    h = jnp.array([0.5, -0.25])
+    gates = jnp.array([0.0, 2.0, 1.0, -1.0, 3.0, 0.0])  # r = (0, 2), c = (1, -1), u = (3, 0)
+    sig = lambda x: 1 / (1 + np.exp(-x))
+    reset = sig(np.array([0.0, 2.0]))
+    cand = np.tanh(reset * np.array([1.0, -1.0]))
+    update = sig(np.array([3.0, 0.0]) - 1.0)
+    expected = update * cand + (1 - update) * np.array([0.5, -0.25])
+    np.testing.assert_allclose(gru_update(h, gates), expected, rtol=1e-6)
+
+
+def test_actions_enter_the_gru_bounded():
+    a = jnp.array([0.5, -3.0, 2.0, -1.0])
+    np.testing.assert_allclose(scale_action(a), [0.5, -1.0, 1.0, -1.0])
+
+
+def test_encoder_stages_need_powers_of_two():
+    assert encoder_stages(64) == 4 and encoder_stages(16) == 2
+    with pytest.raises(ValueError, match="84"):
+        encoder_stages(84)
+
+
+def test_sequence_from_window_adds_the_last_next_frame():
+    w = window(length=4)
+    seq = sequence_from_window(w)
+    assert seq["images"].shape == (2, 5, *IMAGE)
+    np.testing.assert_array_equal(seq["images"][:, 4], w["next_observations"]["image"][:, -1])
+    np.testing.assert_array_equal(seq["images"][:, :4], w["observations"]["image"])
+
+
+def test_free_kl_is_elementwise():
+    np.testing.assert_allclose(free_kl(jnp.array([0.2, 1.0, 3.0]), 1.0), [1.0, 1.0, 3.0])
+
+
+def test_loss_finite_and_kl_over_every_head(world):
+    model, params = world
+    loss, metrics = jax.jit(model.loss)(params, window(), jax.random.PRNGKey(1))
+    assert np.isfinite(float(loss))
+    heads = [float(metrics[f"kl_head{k}"]) for k in range(TINY.prior_heads)]
+    assert float(metrics["kl"]) == pytest.approx(np.mean(heads), rel=1e-5)
+    # without free nats (below them the KL terms are constant), every head gets a gradient
+    strict = RssmWorldModel(dataclasses.replace(TINY, free_nats=0.0), 2, IMAGE)
+    grads = jax.grad(lambda p: strict.loss(p, window(), jax.random.PRNGKey(1))[0])(params)
+    prior_grad = grads["rssm"]["prior_w1"]
+    assert np.all(np.abs(np.asarray(prior_grad)).reshape(TINY.prior_heads, -1).sum(-1) > 0)
+
+
+def test_imagination_draws_one_prior_head_per_step(world):
+    model, params = world
+    latent = RssmLatent(jnp.ones((6, TINY.deter)) * 0.1, jnp.zeros((6, TINY.stoch, TINY.classes)))
+    action = jnp.zeros((6, 2))
+    h = model.net.core(params, latent.h, latent.z, action)
+    all_heads = model.net.prior(params, h, None)  # [6, K, S, C]
+    seen = set()
+    for i in range(40):
+        key = jax.random.PRNGKey(i)
+        head = int(jax.random.randint(jax.random.split(key)[0], (), 0, TINY.prior_heads))
+        seen.add(head)
+        # with the same z key, the sample must come from head `head`'s logits, for every row
+        z_key = jax.random.split(key)[1]
+        expected = dist.straight_through_sample(z_key, all_heads[:, head])
+        got, reward, cont = model.imagine_step(params, latent, action, key)
+        np.testing.assert_allclose(got.z, expected, atol=1e-6)
+        assert reward.shape == (6,) and np.all((cont > 0) & (cont < 1))
+    assert seen == set(range(TINY.prior_heads))
+
+
+def test_observe_matches_the_sequence_filter_in_mode(world):
+    model, params = world
+    w = window(batch=1, length=3)
+    images = sequence_from_window(w)["images"]
+    carry, latent = model.observe(params, None, {"image": images[:, 0]}, None)
+    assert latent.h.shape == (1, TINY.deter)
+    np.testing.assert_allclose(latent.z.sum(-1), 1.0)
+    carry, latent2 = model.observe(params, carry, {"image": images[:, 1]}, w["actions"][:, 0])
+    h_expected = model.net.core(params, latent.h, latent.z, w["actions"][:, 0])
+    np.testing.assert_allclose(latent2.h, h_expected, rtol=1e-5)
