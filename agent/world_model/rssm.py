@@ -10,7 +10,8 @@ it leads to). A window starts from the zero state, as it starts a trajectory or 
 Loss (DreamerV3 / LEQ_DV3), averaged over batch and steps:
     L = image_scale * sum_pixels (decoder(s_t) - o_t / 255)^2
       + reward_scale * -log p_R(r_t | s_{t+1}) + cont_scale * -log p_C(c_t | s_{t+1})
-      + dyn_scale * mean_k max(free, KL[sg(q_t) || p_k,t]) + rep_scale * mean_k max(free, KL[q_t || sg(p_k,t)])
+      + dyn_scale * mean_k max(free, KL[sg(q_t) || p_k,t])
+      + rep_scale * mean_k max(free, KL[q_t || sg(p_k,t)])
 with c_t = mask_t * (1 - 1 / cont_horizon) (the discount folded into the continue head) and the
 KL against all K prior heads (LEQ_DV3's choice); in imagination one head is drawn per step.
 """
