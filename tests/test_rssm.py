@@ -199,3 +199,37 @@ def test_observe_matches_the_sequence_filter_in_mode(world):
     carry, latent2 = model.observe(params, carry, {"image": images[:, 1]}, w["actions"][:, 0])
     h_expected = model.net.core(params, latent.h, latent.z, w["actions"][:, 0])
     np.testing.assert_allclose(latent2.h, h_expected, rtol=1e-5)
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch():
+    from agent.world_model.rssm_training import init_rssm_training, rssm_update
+
+    model = RssmWorldModel(dataclasses.replace(TINY, lr=3e-3), 2, IMAGE)
+    state = init_rssm_training(model, jax.random.PRNGKey(4))
+    batch = window(seed=5)
+    # frames of one colour each, which a tiny decoder can learn within a few steps
+    shade = np.arange(2 * 6, dtype=np.uint8).reshape(2, 6, 1, 1, 1) * 20
+    frames = np.broadcast_to(shade, (2, 6, *IMAGE)).copy()
+    batch["observations"]["image"], batch["next_observations"]["image"] = (
+        frames[:, :-1],
+        frames[:, 1:],
+    )
+    update = jax.jit(lambda s, k: rssm_update(model, s, batch, k))
+    first = None
+    for i in range(40):
+        state, metrics = update(state, jax.random.PRNGKey(100 + i))
+        first = float(metrics["loss"]) if first is None else first
+    assert float(metrics["loss"]) < 0.5 * first
+    assert np.isfinite(float(metrics["grad_norm"]))
+
+
+def test_open_loop_predicts_every_step_after_the_context(world):
+    from agent.world_model.rssm_training import open_loop, open_loop_error
+
+    model, params = world
+    seq = sequence_from_window(window(length=6))
+    pred = open_loop(model, params, seq["images"], seq["actions"], 3, jax.random.PRNGKey(0))
+    assert pred.shape == (2, 4, *IMAGE)
+    assert float(pred.min()) >= 0.0 and float(pred.max()) <= 1.0
+    err = open_loop_error(pred, seq["images"], 3)
+    assert err.shape == (4,) and np.all(np.isfinite(np.asarray(err)))
