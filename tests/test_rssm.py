@@ -233,3 +233,21 @@ def test_open_loop_predicts_every_step_after_the_context(world):
     assert float(pred.min()) >= 0.0 and float(pred.max()) <= 1.0
     err = open_loop_error(pred, seq["images"], 3)
     assert err.shape == (4,) and np.all(np.isfinite(np.asarray(err)))
+
+
+def test_upsample_places_each_channel_group_as_a_pixel_block():
+    import haiku as hk
+
+    from agent.world_model.rssm_net import upsample
+
+    x = jnp.arange(2 * 3 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 3, 2)
+    net = hk.without_apply_rng(hk.transform(lambda x: upsample(x, 5, "up")))
+    params = net.init(jax.random.PRNGKey(0), x)
+    out = net.apply(params, x)
+    conv = hk.without_apply_rng(
+        hk.transform(lambda x: hk.Conv2D(20, 2, padding="SAME", name="up")(x))
+    )
+    y = np.asarray(conv.apply(params, x)).reshape(2, 3, 3, 2, 2, 5)
+    assert out.shape == (2, 6, 6, 5)
+    for i, j, di, dj in itertools.product(range(3), range(3), range(2), range(2)):
+        np.testing.assert_allclose(out[:, 2 * i + di, 2 * j + dj], y[:, i, j, di, dj], rtol=1e-6)
