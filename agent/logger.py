@@ -105,17 +105,17 @@ class Logger:
         stride = max(1, len(frames) // 32)  # at most 32 tiles in the grid
         grid = image_grid(frames[::stride])
         self._writer.add_image(name, grid, step, dataformats="HWC")
-        self._write_gif(step, frames)
+        self._write_gif(step, frames, "" if name == "eval/video" else name.replace("/", "_") + "_")
 
-    def _write_gif(self, step: int, frames: np.ndarray) -> None:
+    def _write_gif(self, step: int, frames: np.ndarray, prefix: str = "") -> None:
         from PIL import Image
 
         folder = self.logdir / "videos"
         folder.mkdir(exist_ok=True)
         images = [Image.fromarray(f) for f in frames[:: max(1, len(frames) // 200)]]
-        tmp = folder / f".{step:09d}.gif.tmp"
+        tmp = folder / f".{prefix}{step:09d}.gif.tmp"
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=40)
-        tmp.replace(folder / f"{step:09d}.gif")
+        tmp.replace(folder / f"{prefix}{step:09d}.gif")
 
     def advance(self, step: int) -> None:
         """Move the progress bar to `step` (plain mode: a line every 10 % of the run)."""

@@ -130,6 +130,19 @@ class Agent(abc.ABC):
         """Rows per `train` step of `phase`; needed when batches are drawn on the host."""
         raise NotImplementedError(f"{type(self).__name__} draws its batches on the device")
 
+    def host_batch(self, phase: str, replay: Any, rng: np.random.Generator) -> dict:
+        """The batch of one `train` step of `phase` drawn from a host replay (`HostReplay`):
+        uniform rows by default; sequence models draw windows."""
+        return replay.sample(rng, self.batch_size(phase))
+
+    # False: the agent learns no policy (a world model alone): the runner evaluates nothing and
+    # logs `report` at evaluation times and at the end instead.
+    has_policy: ClassVar[bool] = True
+
+    def report(self, state: State, replay: Any, key: jax.Array) -> tuple[dict, dict]:
+        """(scalars, videos) measured on the replay: name -> float, name -> uint8 [T, H, W, C]."""
+        return {}, {}
+
     # The state fields `policy` reads (None: all). Acting passes only these to the jitted policy,
     # since passing a pytree costs time per leaf on every call (every environment step online).
     policy_fields: ClassVar[tuple[str, ...] | None] = None

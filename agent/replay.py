@@ -150,12 +150,17 @@ def window_start_mask(episode_ends: Any, size: Any, length: int, xp: Any = jnp) 
     return (start < size) & (start + length <= size) & ~crosses
 
 
-def sample_windows(replay: Replay, key: jax.Array, batch_size: int, length: int) -> Batch:
+def sample_windows(
+    replay: Replay | FedBatch, key: jax.Array, batch_size: int, length: int
+) -> Batch:
     """Contiguous windows of `length` rows that never cross a trajectory end. Jittable.
 
     Each window's start is drawn uniformly among the valid starts (`window_start_mask`).
-    Returns fields of shape [batch, length, ...] and `index` [batch, length].
+    Returns fields of shape [batch, length, ...] and `index` [batch, length]; a FedBatch (windows
+    drawn on the host by `HostReplay.sample_windows`) is returned as it is.
     """
+    if isinstance(replay, FedBatch):
+        return replay.batch
     ok = window_start_mask(replay.data["episode_ends"], replay.size, length)
     logits = jnp.where(ok, 0.0, -jnp.inf)
     starts = jax.random.categorical(key, logits, shape=(batch_size,))

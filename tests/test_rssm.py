@@ -251,3 +251,32 @@ def test_upsample_places_each_channel_group_as_a_pixel_block():
     assert out.shape == (2, 6, 6, 5)
     for i, j, di, dj in itertools.product(range(3), range(3), range(2), range(2)):
         np.testing.assert_allclose(out[:, 2 * i + di, 2 * j + dj], y[:, i, j, di, dj], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_model_stage_debug_run_reports_open_loop_video_and_resumes_bit_identical(tmp_path):
+    from agent.config import load_config
+    from agent.runner.loop import train
+    from tests.resume import assert_same_final_state, copy_as_killed_after
+
+    sets = [
+        f"dataset.dir={tmp_path / 'data'}",
+        "dataset.quality=random",  # needs no policy files
+        "dataset.size=500",
+        "train.steps=20",
+        "train.updates_per_call=5",
+        "train.log_every=5",
+        "train.checkpoint_every=10",
+        "train.eval_every=10",
+    ]
+    cfg = load_config(["model_pixels_cartpole_swingup", "debug"], sets)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    result = train(cfg, straight, quiet=True)
+    assert np.isfinite(result["model/open_loop_mse"])
+    assert sorted(p.name for p in (straight / "videos").glob("*.gif")) == [
+        "model_open_loop_000000010.gif",
+        "model_open_loop_000000020.gif",
+    ]
+    copy_as_killed_after(straight, resumed, 10)
+    train(cfg, resumed, quiet=True)
+    assert_same_final_state(straight, resumed, 20)

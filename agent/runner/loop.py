@@ -52,6 +52,7 @@ from agent.runner.world_models import build_world_model, prepare_world_model
 
 INIT_STREAM = 0
 EXPLORE_SALT = 0x6E3  # exploration keys: fold_in(fold_in(PRNGKey(seed), salt), env step)
+REPORT_SALT = 0x5E7  # keys of Agent.report: fold_in(fold_in(rng, salt), step)
 EVAL_SEED = 0  # evaluation policies are deterministic; their key is never used
 
 
@@ -191,6 +192,7 @@ class Loop:
         self.logger: Logger | None = None
         self.quiet = quiet
         self.closers: list = []
+        self.replay = None  # the offline dataset's replay, for `Agent.report`
 
     def _start_logger(self, step: int) -> None:
         self.logger = Logger(self.logdir, self.cfg.train.steps, initial_step=step, quiet=self.quiet)
@@ -206,6 +208,7 @@ class Loop:
         t = self.cfg.train
         step = int(run.counters["step"])
         self._start_logger(step)
+        self.replay = replay
         feed = self._host_feed(replay, step) if isinstance(replay, replay_lib.HostReplay) else None
         clock = Clock(step)
         while step < t.steps:
@@ -242,8 +245,7 @@ class Loop:
         seed, agent = self.cfg.seed, self.agent
 
         def draw(step: int) -> dict:
-            size = agent.batch_size(agent.phase(step))
-            return replay.sample(replay_lib.host_rng(seed, step), size)
+            return agent.host_batch(agent.phase(step), replay, replay_lib.host_rng(seed, step))
 
         prefetcher = replay_lib.Prefetcher(draw, first)
         self.closers.append(prefetcher.close)
@@ -309,8 +311,11 @@ class Loop:
         """Periodic evaluation (with video when due) and checkpoint, then the progress display."""
         t, e = self.cfg.train, self.cfg.eval
         if crossed(step, length, t.eval_every) and step < t.steps:
-            record = crossed(step, length, e.video_every)
-            self.evaluate_and_log(run, step, e.episodes, record)
+            if self.agent.has_policy:
+                record = crossed(step, length, e.video_every)
+                self.evaluate_and_log(run, step, e.episodes, record)
+            else:
+                self.report_and_log(run, step)
         if crossed(step, length, t.checkpoint_every) or step == t.steps:
             checkpoint.save(self.logdir / CHECKPOINT_DIR, step, run, t.keep_checkpoints)
         self.logger.advance(step)
@@ -333,9 +338,25 @@ class Loop:
             self.logger.video(step, frames)
         return metrics
 
+    def report_and_log(self, run: RunState, step: int) -> dict:
+        """The agent's own report (for agents without a policy), logged."""
+        key = jax.random.fold_in(jax.random.fold_in(run.rng, REPORT_SALT), step)
+        scalars, videos = self.agent.report(run.agent, self.replay, key)
+        scalars = {k: float(v) for k, v in scalars.items()}
+        self.logger.scalars(step, scalars)
+        for name, frames in videos.items():
+            self.logger.video(step, np.asarray(frames), name=name)
+        return scalars
+
     def final_evaluation(self, run: RunState) -> dict:
         """The final evaluation, logged and written to LOGDIR/result.json."""
         cfg, step = self.cfg, int(run.counters["step"])
+        if not self.agent.has_policy:
+            result = {"step": step, **self.report_and_log(run, step)}
+            rundir.write_json_atomic(self.logdir / RESULT_FILE, result)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k != "step")
+            self.logger.message(f"final report: {shown}")
+            return result
         # A pixel task's frames are its observations, so recording them costs nothing.
         record = bool(cfg.eval.video_every) or bool(image_fields(self.spec))
         metrics = self.evaluate_and_log(run, step, cfg.eval.final_episodes, record)

@@ -1,0 +1,1 @@
+"""The world model trained alone: LEQ_DV3's first stage (`algo=model`)."""
