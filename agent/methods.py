@@ -11,6 +11,7 @@ METHODS = {
     "bc": "agent.bc.agent:BCAgent",
     "gem": "agent.gem.agent:GEMAgent",
     "leq": "agent.leq.agent:LEQAgent",
+    "leq_pixels": "agent.leq_pixels.agent:LEQPixelsAgent",
     "model": "agent.model_stage.agent:ModelStageAgent",
     "sac": "agent.sac.agent:SACAgent",
     "td3": "agent.td3.agent:TD3Agent",

@@ -153,6 +153,11 @@ class Agent(abc.ABC):
             return state
         return state._replace(**{f: None for f in state._fields if f not in self.policy_fields})
 
+    def trained_world_model(self, state: State) -> tuple[Any, Any] | None:
+        """(world model, params) when the agent trained one in this run (the runner saves it in
+        LOGDIR/world_model for reuse with `world_model.path`); None otherwise."""
+        return None
+
     def initial_carry(self, batch: int) -> Any:
         """The policy carry at the start of an episode (None: memoryless)."""
         return None
@@ -176,6 +181,9 @@ class WorldModel(abc.ABC):
     """
 
     kind: ClassVar[str]
+    # True: `fit` trains it on the whole dataset before the agent is built (the ensemble);
+    # False: the agent trains it with `loss` in its first phase (the RSSM).
+    fitted_before_training: ClassVar[bool] = True
 
     @abc.abstractmethod
     def init(self, key: jax.Array) -> Any:

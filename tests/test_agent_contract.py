@@ -30,8 +30,8 @@ SPECS = {
     "image": Spec({"image": Field((16, 16, 3), np.dtype(np.uint8))}, ACT, EPISODE),
 }
 NEEDS_PIXEL_WORLD_MODEL = {"leq"}  # the state ensemble cannot model images (an RSSM will)
-IMAGES_ONLY = {"model"}  # the RSSM models images; it has no state form
-METHOD_SETS = {"model": ["world_model.kind=rssm"]}
+IMAGES_ONLY = {"model", "leq_pixels"}  # the RSSM models images; it has no state form
+METHOD_SETS = {m: ["world_model.kind=rssm"] for m in IMAGES_ONLY}
 
 
 def synthetic_rows(spec: Spec, count: int, seed: int = 0) -> dict:

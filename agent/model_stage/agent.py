@@ -65,6 +65,9 @@ class ModelStageAgent(Agent):
     def init(self, key: jax.Array, spec: Spec) -> RssmTrainState:
         return init_rssm_training(self.world, key)
 
+    def trained_world_model(self, state: RssmTrainState) -> tuple:
+        return self.world, state.params
+
     def phase(self, step: int) -> str:
         return PHASE
 

@@ -39,7 +39,7 @@ from agent.runner import rundir
 from agent.runner.evaluation import evaluate
 from agent.runner.interrupts import InterruptLatch
 from agent.runner.jax_setup import configure_jax
-from agent.runner.rundir import CHECKPOINT_DIR, CONTEXT_FILE, RESULT_FILE
+from agent.runner.rundir import CHECKPOINT_DIR, CONTEXT_FILE, RESULT_FILE, WORLD_MODEL_DIR
 from agent.runner.sources import (
     EpisodeRunner,
     dataset_arrays,
@@ -48,7 +48,7 @@ from agent.runner.sources import (
     place_replay,
     task_spec,
 )
-from agent.runner.world_models import build_world_model, prepare_world_model
+from agent.runner.world_models import build_world_model, prepare_world_model, save_world_model
 
 INIT_STREAM = 0
 EXPLORE_SALT = 0x6E3  # exploration keys: fold_in(fold_in(PRNGKey(seed), salt), env step)
@@ -178,6 +178,10 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     loop = Loop(cfg, agent, spec, logdir, quiet)
     try:
         run = loop.online(run) if agent.online else loop.offline(run, replay)
+        trained = agent.trained_world_model(run.agent)
+        if trained is not None:
+            save_world_model(*trained, logdir / WORLD_MODEL_DIR)
+            loop.logger.message(f"world model saved to {logdir / WORLD_MODEL_DIR}")
         return loop.final_evaluation(run)
     finally:
         loop.close()
@@ -423,13 +427,18 @@ class Clock:
 
 
 def policy_fn(programs: Programs, state) -> Any:
-    """obs [B, ...] (a flat vector batch or a dict of fields) -> deterministic actions."""
+    """obs [B, ...] (a flat vector batch or a dict of fields) -> deterministic actions.
+
+    One function per evaluation: a recurrent policy's carry starts empty and follows the
+    batch from call to call (the batch's episodes start together)."""
 
     key = jax.random.PRNGKey(EVAL_SEED)
+    carry = [None]  # a recurrent policy's memory: episodes evaluated together start together
 
     def act(obs):
         obs = obs if isinstance(obs, dict) else {"state": np.asarray(obs, np.float32)}
-        return np.asarray(programs.policy(state, None, obs, EVAL, key)[1])
+        carry[0], action = programs.policy(state, carry[0], obs, EVAL, key)
+        return np.asarray(action)
 
     return act
 

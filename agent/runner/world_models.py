@@ -63,6 +63,9 @@ def prepare_world_model(cfg: Config, spec: Spec, context: Context, data, logdir:
     elif checkpoint.checkpoint_steps(own):
         params = load_world_model(world, own, label="this run's world model")
         print(f"world model: reusing {own}", flush=True)
+    elif not world.fitted_before_training:
+        print(f"world model: the {world.kind} trains in this run's first phase", flush=True)
+        params = None
     else:
         print(f"world model: training the {world.kind}", flush=True)
         stream = MetricStream(logdir, "world_model")

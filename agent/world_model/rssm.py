@@ -72,6 +72,7 @@ def free_kl(kl: jax.Array, free: float) -> jax.Array:
 
 class RssmWorldModel(WorldModel):
     kind = "rssm"
+    fitted_before_training = False
 
     def __init__(self, cfg: RssmConfig, act_dim: int, image_shape: tuple[int, int, int]) -> None:
         self.cfg, self.act_dim, self.image_shape = cfg, act_dim, tuple(image_shape)

@@ -1,0 +1,274 @@
+"""LEQ from pixels (LEQ_DV3, algorithms.md §3.10): two stages in one run.
+
+    "model"  [0, model_steps)        the RSSM alone on replay windows (skipped when
+                                     `world_model.path` gives a trained one)
+    "leq"    [model_steps, steps)    actor, critic and value on the frozen world model
+
+A "leq" step: `rssm.batch_size` windows of `rssm.length` transitions are filtered by the
+posterior; every step's latent starts an imagined rollout of `leq_pixels.horizon` steps with
+stochastic actor samples and a random prior head per step. The critic regresses the lower
+expectile of the continue-masked lambda-return (returns.py) plus the replay critic loss on the
+windows' real transitions; the value regresses the imagined Q values and is the baseline of
+the REINFORCE actor with DreamerV3's return normalisation (losses.py). The slow critic is an
+EMA of the critic (rate `slow_rate` per step), the target of the `slowreg` regulariser.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from agent import replay as replay_lib
+from agent.config import ConfigError
+from agent.distributions import twohot_bins, twohot_mean
+from agent.leq_pixels import losses, networks
+from agent.leq_pixels.returns import (
+    continue_lambda_returns,
+    return_scale,
+    trajectory_weights,
+    update_return_scale,
+)
+from agent.networks import polyak
+from agent.protocol import EVAL, Agent, Context, Spec
+from agent.world_model.rssm import RssmCarry, RssmLatent, RssmWorldModel, sequence_from_window
+from agent.world_model.rssm_net import feature
+from agent.world_model.rssm_training import RssmTrainState, init_rssm_training, rssm_update
+
+MODEL, LEQ = "model", "leq"
+sg = jax.lax.stop_gradient
+
+
+class LEQPixelsState(NamedTuple):
+    world: RssmTrainState
+    actor: Any
+    critic: Any
+    slow_critic: Any
+    value: Any
+    actor_opt: Any
+    critic_opt: Any
+    value_opt: Any
+    return_low: jax.Array  # EMA of the 5th percentile of imagined returns
+    return_high: jax.Array  # EMA of the 95th percentile
+
+
+class Rollout(NamedTuple):
+    feats: jax.Array  # [H+1, N, F]
+    pre_tanh: jax.Array  # [H+1, N, A]
+    actions: jax.Array  # [H+1, N, A]
+    rewards: jax.Array  # [H, N]
+    continues: jax.Array  # [H, N]
+
+
+def _adam(lr: float, clip: float) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
+
+
+class LEQPixelsAgent(Agent):
+    """Lower-expectile actor-critic in the RSSM's latent imagination."""
+
+    uses_world_model = True
+    host_loop_chunks = True  # convolutions: see Agent.host_loop_chunks
+    device_replay = False
+    policy_fields = ("world", "actor")
+
+    def __init__(self, cfg, spec: Spec, context: Context) -> None:
+        super().__init__(cfg, spec, context)
+        if not isinstance(context.world, RssmWorldModel):
+            raise ConfigError(
+                "method 'leq_pixels' imagines with an RSSM: set world_model.kind=rssm"
+            )
+        self.world: RssmWorldModel = context.world
+        c = cfg.leq_pixels
+        self.model_steps = 0 if context.world_params is not None else int(c.model_steps)
+        if cfg.train.steps <= self.model_steps:
+            raise ConfigError(
+                f"train.steps={cfg.train.steps} leaves no LEQ steps after "
+                f"leq_pixels.model_steps={self.model_steps} world-model steps"
+            )
+        self.batch, self.length = int(cfg.rssm.batch_size), int(cfg.rssm.length)
+        self.horizon, self.lam, self.tau = int(c.horizon), float(c.lam), float(c.tau)
+        self.slowreg, self.slow_rate = float(c.slowreg), float(c.slow_rate)
+        self.entropy_coef, self.data_scale = float(c.entropy), float(c.data_scale)
+        self.return_rate = float(c.return_rate)
+        self.bins = twohot_bins(self.world.cfg.reward_bins)
+        hidden = tuple(c.hidden)
+        self.actor_net = networks.actor_net(hidden, spec.act_dim)
+        self.critic_net = networks.critic_net(hidden, len(self.bins))
+        self.value_net = networks.value_net(hidden, len(self.bins))
+        self.actor_tx = _adam(c.actor_lr, c.grad_clip)
+        self.critic_tx = _adam(c.critic_lr, c.grad_clip)
+        self.value_tx = _adam(c.critic_lr, c.grad_clip)
+
+    # ---------------------------------------------------------------------------- state ----
+    def init(self, key: jax.Array, spec: Spec) -> LEQPixelsState:
+        k_world, k_actor, k_critic, k_value = jax.random.split(key, 4)
+        world = init_rssm_training(self.world, k_world)
+        if self.context.world_params is not None:
+            world = world._replace(params=self.context.world_params)
+        feat = jnp.zeros((1, self.world.cfg.feature_dim))
+        action = jnp.zeros((1, spec.act_dim))
+        actor = self.actor_net.init(k_actor, feat)
+        critic = self.critic_net.init(k_critic, feat, action)
+        value = self.value_net.init(k_value, feat)
+        return LEQPixelsState(
+            world, actor, critic, jax.tree.map(jnp.copy, critic), value,
+            self.actor_tx.init(actor), self.critic_tx.init(critic), self.value_tx.init(value),
+            jnp.zeros(()), jnp.zeros(()),
+        )  # fmt: skip
+
+    def phase(self, step: int) -> str:
+        return MODEL if step < self.model_steps else LEQ
+
+    def batch_size(self, phase: str) -> int:
+        return self.batch
+
+    def host_batch(self, phase: str, replay: Any, rng: np.random.Generator) -> dict:
+        return replay.sample_windows(rng, self.batch, self.length)
+
+    def trained_world_model(self, state: LEQPixelsState) -> tuple | None:
+        return (self.world, state.world.params) if self.model_steps else None
+
+    # ----------------------------------------------------------------------------- steps ----
+    def train(self, phase, state: LEQPixelsState, replay, key) -> tuple[LEQPixelsState, dict]:
+        sample_key, key = jax.random.split(key)
+        window = replay_lib.sample_windows(replay, sample_key, self.batch, self.length)
+        if phase == MODEL:
+            world, metrics = rssm_update(self.world, state.world, window, key)
+            return state._replace(world=world), {f"model/{k}": v for k, v in metrics.items()}
+        return self._leq_step(state, window, key)
+
+    def _sample_action(self, actor, feat, key):
+        mean, std = self.actor_net.apply(actor, feat)
+        u = mean + std * jax.random.normal(key, mean.shape)
+        return u, jnp.tanh(u)
+
+    def _imagine(self, params, actor, start: RssmLatent, key) -> Rollout:
+        """H steps from every start latent with stochastic actor samples (no gradients)."""
+        world = self.world
+
+        def step(latent, k):
+            act_key, model_key = jax.random.split(k)
+            feat = world.features(params, latent)
+            u, action = self._sample_action(actor, feat, act_key)
+            latent, reward, cont = world.imagine_step(params, latent, action, model_key)
+            return latent, (feat, u, action, reward, cont)
+
+        keys = jax.random.split(key, self.horizon + 1)
+        last, (feats, us, actions, rewards, conts) = jax.lax.scan(step, start, keys[:-1])
+        last_feat = world.features(params, last)
+        last_u, last_action = self._sample_action(actor, last_feat, keys[-1])
+        cat = lambda xs, x: jnp.concatenate([xs, x[None]], axis=0)
+        return Rollout(
+            sg(cat(feats, last_feat)), sg(cat(us, last_u)), sg(cat(actions, last_action)),
+            sg(rewards), sg(conts),
+        )  # fmt: skip
+
+    def _q_mean(self, critic, feats, actions):
+        return twohot_mean(self.critic_net.apply(critic, feats, actions), self.bins)
+
+    def _leq_step(self, state: LEQPixelsState, window: dict, key) -> tuple[LEQPixelsState, dict]:
+        obs_key, img_key, next_key = jax.random.split(key, 3)
+        params = sg(state.world.params)
+        seq = sequence_from_window(window)
+        latents, _, _ = self.world.observe_sequence(params, seq["images"], seq["actions"], obs_key)
+        latents = jax.tree.map(sg, latents)
+        real_feats = feature(latents.h, latents.z)  # [B, L+1, F]
+        start = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), latents)
+        roll = self._imagine(params, state.actor, start, img_key)
+        h = self.horizon
+        q_all = self._q_mean(state.critic, roll.feats, roll.actions)  # [H+1, N]
+        returns = continue_lambda_returns(roll.rewards, roll.continues, q_all, self.lam)
+        weights = trajectory_weights(roll.continues)
+        feats, actions, q_mean = roll.feats[:h], roll.actions[:h], q_all[:h]
+        slow_mean = self._q_mean(state.slow_critic, feats, actions)
+        # the replay critic loss: real transitions of the windows, a' ~ pi at the next latent
+        _, next_action = self._sample_action(state.actor, real_feats[:, 1:], next_key)
+        next_q = self._q_mean(state.critic, real_feats[:, 1:], next_action)
+        targets = losses.data_targets(
+            seq["rewards"], seq["masks"], next_q, self.world.cfg.cont_horizon
+        )
+        data_slow = self._q_mean(state.slow_critic, real_feats[:, :-1], seq["actions"])
+
+        def critic_loss(critic):
+            imagined = losses.imagined_critic_loss(
+                self.critic_net.apply(critic, feats, actions),
+                returns, q_mean, slow_mean, weights, self.tau, self.slowreg, self.bins,
+            )  # fmt: skip
+            data = losses.data_critic_loss(
+                self.critic_net.apply(critic, real_feats[:, :-1], seq["actions"]),
+                targets, data_slow, self.slowreg, self.bins,
+            )  # fmt: skip
+            return imagined + self.data_scale * data, (imagined, data)
+
+        (c_loss, (c_imagined, c_data)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
+            state.critic
+        )
+        updates, critic_opt = self.critic_tx.update(c_grads, state.critic_opt, state.critic)
+        critic = optax.apply_updates(state.critic, updates)
+
+        def value_loss(value):
+            return losses.value_loss(self.value_net.apply(value, feats), q_mean, weights, self.bins)
+
+        v_loss, v_grads = jax.value_and_grad(value_loss)(state.value)
+        updates, value_opt = self.value_tx.update(v_grads, state.value_opt, state.value)
+        value = optax.apply_updates(state.value, updates)
+
+        low, high = update_return_scale(
+            state.return_low, state.return_high, returns, self.return_rate
+        )
+        scale = return_scale(low, high)
+        baseline = twohot_mean(self.value_net.apply(state.value, feats), self.bins)
+
+        def actor_loss(actor):
+            mean, std = self.actor_net.apply(actor, feats)
+            log_prob = losses.tanh_gaussian_log_prob(roll.pre_tanh[:h], mean, std)
+            entropy = losses.gaussian_entropy(std)
+            loss = losses.actor_loss(
+                log_prob, entropy, returns, q_mean, baseline, weights, scale, self.tau,
+                self.entropy_coef,
+            )  # fmt: skip
+            return loss, jnp.mean(entropy)
+
+        (a_loss, entropy), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
+        updates, actor_opt = self.actor_tx.update(a_grads, state.actor_opt, state.actor)
+        actor = optax.apply_updates(state.actor, updates)
+
+        slow = polyak(critic, state.slow_critic, self.slow_rate)
+        state = state._replace(
+            actor=actor, critic=critic, slow_critic=slow, value=value, actor_opt=actor_opt,
+            critic_opt=critic_opt, value_opt=value_opt, return_low=low, return_high=high,
+        )  # fmt: skip
+        metrics = {
+            "leq/critic_loss": c_loss,
+            "leq/critic_imagined_loss": c_imagined,
+            "leq/critic_data_loss": c_data,
+            "leq/value_loss": v_loss,
+            "leq/actor_loss": a_loss,
+            "leq/actor_entropy": entropy,
+            "leq/imagined_return": jnp.mean(returns),
+            "leq/imagined_reward": jnp.mean(roll.rewards),
+            "leq/imagined_continue": jnp.mean(roll.continues),
+            "leq/lambda_return_gap": jnp.mean(returns - q_mean),
+            "leq/q_mean": jnp.mean(q_mean),
+            "leq/data_target": jnp.mean(targets),
+            "leq/return_scale": scale,
+        }
+        return state, metrics
+
+    # ---------------------------------------------------------------------------- acting ----
+    def policy(self, state: LEQPixelsState, carry, obs, mode, key):
+        """Filter the frame into the latent (after the previous action), then act:
+        tanh(mean) in evaluation, a tanh-Gaussian sample when exploring."""
+        params = state.world.params
+        prev = None if carry is None else carry.action
+        _, latent = self.world.observe(params, None if carry is None else carry, obs, prev)
+        feat = self.world.features(params, latent)
+        if mode == EVAL:
+            action = jnp.tanh(self.actor_net.apply(state.actor, feat)[0])
+        else:
+            action = self._sample_action(state.actor, feat, key)[1]
+        return RssmCarry(latent, action), action

@@ -1,0 +1,102 @@
+"""The losses of LEQ from pixels (algorithms.md §3.10), as pure functions.
+
+Shapes: imagined steps [H, N] (t = 0..H-1), two-hot logits [.., bins]; `weights` are the
+trajectory weights prod_{k<=t} c_k (returns.trajectory_weights), held constant.
+
+    critic (imagined)  -sg(weight_t) [ w_t log p_Q(G_t | s_t, a_t)
+                                       + slowreg log p_Q(Qslow_t | s_t, a_t) ],
+                       w_t = tau if Q_t < G_t else 1 - tau   (the lower expectile of the return)
+    critic (data)      -[ log p_Q(y_t | s_t, a_t) + slowreg log p_Q(Qslow_t | s_t, a_t) ],
+                       y_t = r_t + m_t (1 - 1/horizon) Q(s_{t+1}, a' ~ pi)   on replay windows
+    value              -sg(weight_t) log p_V(Q_t | s_t)
+    actor (REINFORCE)  -sg(weight_t) [ log pi(a_t | s_t) sg(w_t (G_t - V_t) / S)
+                                       + eta H[pi(. | s_t)] ],
+                       w_t = tau if G_t > Q_t else 1 - tau,  S = max(1, P95(G) - P5(G))
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from agent.distributions import twohot_log_prob
+from agent.sac.losses import gaussian_log_prob, tanh_log_det
+
+sg = jax.lax.stop_gradient
+LOG_2PI_E = jnp.log(2.0 * jnp.pi * jnp.e)
+
+
+def lower_expectile_weight(target: jax.Array, pred: jax.Array, tau: float) -> jax.Array:
+    """tau where target > pred, 1 - tau elsewhere (tau < 0.5: the lower expectile)."""
+    return jnp.where(target > pred, tau, 1.0 - tau)
+
+
+def imagined_critic_loss(
+    logits: jax.Array,
+    returns: jax.Array,
+    q_mean: jax.Array,
+    slow_mean: jax.Array,
+    weights: jax.Array,
+    tau: float,
+    slowreg: float,
+    bins: jax.Array,
+) -> jax.Array:
+    """Mean over [H, N] of the imagined critic loss of the module docstring."""
+    w = lower_expectile_weight(returns, q_mean, tau)
+    nll = -(
+        w * twohot_log_prob(logits, sg(returns), bins)
+        + slowreg * twohot_log_prob(logits, sg(slow_mean), bins)
+    )
+    return jnp.mean(sg(weights) * nll)
+
+
+def data_critic_loss(
+    logits: jax.Array, targets: jax.Array, slow_mean: jax.Array, slowreg: float, bins: jax.Array
+) -> jax.Array:
+    """Mean of the replay critic loss: two-hot regression onto the one-step targets."""
+    nll = -(
+        twohot_log_prob(logits, sg(targets), bins)
+        + slowreg * twohot_log_prob(logits, sg(slow_mean), bins)
+    )
+    return jnp.mean(nll)
+
+
+def data_targets(
+    rewards: jax.Array, masks: jax.Array, next_q: jax.Array, cont_horizon: float
+) -> jax.Array:
+    """y_t = r_t + m_t (1 - 1/horizon) Q(s_{t+1}, a'): the continue head's discount, applied
+    to real transitions."""
+    return rewards + masks * (1.0 - 1.0 / cont_horizon) * next_q
+
+
+def value_loss(logits: jax.Array, q_values: jax.Array, weights: jax.Array, bins: jax.Array):
+    """Mean of -sg(weight_t) log p_V(Q_t | s_t): V regresses onto the imagined Q values."""
+    return jnp.mean(sg(weights) * -twohot_log_prob(logits, sg(q_values), bins))
+
+
+def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """log pi(tanh(u)) = sum_i [ log N(u_i; mean_i, std_i^2) - log(1 - tanh(u_i)^2) ]."""
+    return gaussian_log_prob(u, mean, jnp.log(std)) - tanh_log_det(u)
+
+
+def gaussian_entropy(std: jax.Array) -> jax.Array:
+    """Entropy of the pre-tanh Gaussian, sum_i 0.5 log(2 pi e std_i^2) (the tanh's own
+    correction has no closed form; DreamerV3 regularises this one too)."""
+    return jnp.sum(0.5 * LOG_2PI_E + jnp.log(std), axis=-1)
+
+
+def actor_loss(
+    log_prob: jax.Array,
+    entropy: jax.Array,
+    returns: jax.Array,
+    q_mean: jax.Array,
+    baseline: jax.Array,
+    weights: jax.Array,
+    scale: jax.Array,
+    tau: float,
+    entropy_coef: float,
+) -> jax.Array:
+    """Mean over [H, N] of LEQ_DV3's REINFORCE actor loss (module docstring)."""
+    w = lower_expectile_weight(returns, q_mean, tau)
+    advantage = sg(w * (returns - baseline) / scale)
+    return jnp.mean(sg(weights) * -(log_prob * advantage + entropy_coef * entropy))

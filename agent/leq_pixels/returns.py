@@ -1,0 +1,59 @@
+"""Return targets and return normalisation of LEQ from pixels (algorithms.md §3.10).
+
+Imagined trajectory from a start latent s_0: a_t ~ pi(s_t), and the model gives s_{t+1}, the
+reward r_{t+1} and the continue c_{t+1} (its continue head, the discount folded in) for
+t = 0..H-1. Shapes: rewards and continues [H, N] (entry t belongs to the step into s_{t+1}),
+critic values Q_t = Q(s_t, a_t) [H+1, N].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def continue_lambda_returns(
+    rewards: jax.Array, continues: jax.Array, q_values: jax.Array, lam: float
+) -> jax.Array:
+    """LEQ's code-form lambda-return (§3.3(c)) with the continue head as per-step discount:
+
+        G_H = Q_H;  k_{H-1} = 1
+        for t = H-1 .. 0:
+            y_t = r_{t+1} + c_{t+1} G_{t+1}
+            G_t = (Q_t + lam k_t y_t) / (1 + lam k_t);   k_{t-1} = 1 + lam k_t
+
+    -> G_t for t = 0..H-1, [H, N]: the normalised lam^n-weighted mix of the n-step returns
+    n = 0..H-t, with G^(0)_t = Q_t.
+    """
+
+    def step(carry, xs):
+        g_next, k = carry
+        r, c, q = xs
+        y = r + c * g_next
+        g = (q + lam * k * y) / (1.0 + lam * k)
+        return (g, 1.0 + lam * k), g
+
+    init = (q_values[-1], jnp.ones((), q_values.dtype))
+    _, g = jax.lax.scan(step, init, (rewards, continues, q_values[:-1]), reverse=True)
+    return g
+
+
+def trajectory_weights(continues: jax.Array) -> jax.Array:
+    """Loss weight of each imagined state s_t, t = 0..H-1: prod_{k=1..t} c_k (weight_0 = 1),
+    the probability of still being in the episode. [H, N] -> [H, N]."""
+    ones = jnp.ones_like(continues[:1])
+    return jnp.cumprod(jnp.concatenate([ones, continues[:-1]], axis=0), axis=0)
+
+
+def update_return_scale(
+    low: jax.Array, high: jax.Array, returns: jax.Array, rate: float
+) -> tuple[jax.Array, jax.Array]:
+    """DreamerV3's return normalisation: EMAs (rate `rate`) of the 5th and 95th percentiles of
+    the returns of a batch. -> (low, high)."""
+    p5, p95 = jnp.percentile(returns, 5.0), jnp.percentile(returns, 95.0)
+    return (1 - rate) * low + rate * p5, (1 - rate) * high + rate * p95
+
+
+def return_scale(low: jax.Array, high: jax.Array) -> jax.Array:
+    """S = max(1, P95 - P5): advantages are divided by S, never scaled up."""
+    return jnp.maximum(1.0, high - low)
