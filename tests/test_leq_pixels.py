@@ -1,0 +1,167 @@
+"""LEQ from pixels: returns and losses against slow references, and a debug run that resumes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agent.distributions import twohot, twohot_bins
+from agent.leq_pixels import losses
+from agent.leq_pixels.returns import (
+    continue_lambda_returns,
+    return_scale,
+    trajectory_weights,
+    update_return_scale,
+)
+
+
+def slow_lambda_returns(rewards, continues, q, lam):
+    """The closed form: G_t = sum_n lam^n G^(n)_t / sum_n lam^n over n = 0..H-t, with the n-step
+    return G^(n)_t = sum_{i<n} (prod_{k<i} c_{t+k}) r_{t+i} + (prod_{k<n} c_{t+k}) Q_{t+n}."""
+    horizon, n_rows = rewards.shape
+    out = np.zeros((horizon, n_rows))
+    for b in range(n_rows):
+        for t in range(horizon):
+            num = den = 0.0
+            for n in range(horizon - t + 1):
+                ret, disc = 0.0, 1.0
+                for i in range(n):
+                    ret += disc * rewards[t + i, b]
+                    disc *= continues[t + i, b]
+                ret += disc * q[t + n, b]
+                num += lam**n * ret
+                den += lam**n
+            out[t, b] = num / den
+    return out
+
+
+def test_continue_lambda_returns_match_the_closed_form():
+    rng = np.random.default_rng(0)
+    h, n = 5, 4
+    rewards = rng.normal(size=(h, n))
+    continues = rng.uniform(0.0, 1.0, size=(h, n))
+    q = rng.normal(size=(h + 1, n))
+    got = continue_lambda_returns(
+        jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), 0.95
+    )
+    np.testing.assert_allclose(got, slow_lambda_returns(rewards, continues, q, 0.95), rtol=1e-5)
+
+
+def test_a_zero_continue_cuts_the_return():
+    rewards = jnp.array([[1.0], [5.0], [7.0]])
+    continues = jnp.array([[0.0], [1.0], [1.0]])
+    q = jnp.array([[2.0], [100.0], [100.0], [100.0]])
+    got = continue_lambda_returns(rewards, continues, q, 1.0)
+    # G_0 mixes Q_0 = 2 with returns that all stop after r_1 = 1: (2 + 1 + 1 + 1) / 4
+    assert float(got[0, 0]) == pytest.approx(5.0 / 4.0)
+
+
+def test_trajectory_weights_are_the_cumulative_continues():
+    c = jnp.array([[0.5, 1.0], [0.5, 0.0], [0.9, 1.0]])
+    np.testing.assert_allclose(trajectory_weights(c), [[1.0, 1.0], [0.5, 1.0], [0.25, 0.0]])
+
+
+def test_return_scale_tracks_percentiles_and_never_scales_up():
+    returns = jnp.arange(101.0)
+    low, high = update_return_scale(jnp.zeros(()), jnp.zeros(()), returns, 1.0)
+    assert float(low) == pytest.approx(5.0) and float(high) == pytest.approx(95.0)
+    assert float(return_scale(low, high)) == pytest.approx(90.0)
+    low, high = update_return_scale(jnp.zeros(()), jnp.zeros(()), returns * 1e-3, 0.5)
+    assert float(low) == pytest.approx(0.0025) and float(return_scale(low, high)) == 1.0
+
+
+def test_imagined_critic_loss_against_a_loop():
+    bins = twohot_bins(11, limit=5.0)
+    rng = np.random.default_rng(1)
+    h, n = 3, 2
+    logits = rng.normal(size=(h, n, 11))
+    returns, q_mean, slow = rng.normal(size=(3, h, n))
+    weights = rng.uniform(size=(h, n))
+    tau, slowreg = 0.1, 1.0
+    got = losses.imagined_critic_loss(
+        jnp.asarray(logits), jnp.asarray(returns), jnp.asarray(q_mean), jnp.asarray(slow),
+        jnp.asarray(weights), tau, slowreg, bins,
+    )  # fmt: skip
+    total = 0.0
+    for t in range(h):
+        for b in range(n):
+            logp = logits[t, b] - np.log(np.exp(logits[t, b]).sum())
+            w = tau if q_mean[t, b] < returns[t, b] else 1 - tau
+            lp_ret = float(np.asarray(twohot(jnp.asarray(returns[t, b]), bins)) @ logp)
+            lp_slow = float(np.asarray(twohot(jnp.asarray(slow[t, b]), bins)) @ logp)
+            total += -weights[t, b] * (w * lp_ret + slowreg * lp_slow)
+    assert float(got) == pytest.approx(total / (h * n), rel=1e-5)
+
+
+def test_actor_loss_is_reinforce_with_expectile_weights():
+    rng = np.random.default_rng(2)
+    shape = (3, 4)
+    log_prob, entropy, returns, q_mean, baseline = rng.normal(size=(5, *shape))
+    weights = rng.uniform(size=shape)
+    scale, tau, eta = 2.0, 0.2, 3e-4
+    got = losses.actor_loss(
+        *map(jnp.asarray, (log_prob, entropy, returns, q_mean, baseline, weights)),
+        jnp.asarray(scale), tau, eta,
+    )  # fmt: skip
+    w = np.where(returns > q_mean, tau, 1 - tau)
+    expected = np.mean(weights * -(log_prob * w * (returns - baseline) / scale + eta * entropy))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    # the gradient reaches log pi only, scaled by the (constant) weighted advantage
+    grad = jax.grad(
+        lambda lp: losses.actor_loss(
+            lp,
+            *map(jnp.asarray, (entropy, returns, q_mean, baseline, weights)),
+            jnp.asarray(scale),
+            tau,
+            eta,
+        )  # fmt: skip
+    )(jnp.asarray(log_prob))
+    np.testing.assert_allclose(
+        grad, -weights * w * (returns - baseline) / scale / log_prob.size, rtol=1e-5
+    )
+
+
+def test_tanh_gaussian_log_prob_against_change_of_variables():
+    u = jnp.array([[0.3, -1.2]])
+    mean, std = jnp.array([[0.1, -0.5]]), jnp.array([[0.5, 0.9]])
+    normal = -0.5 * ((u - mean) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)
+    expected = jnp.sum(normal - jnp.log(1 - jnp.tanh(u) ** 2), axis=-1)
+    np.testing.assert_allclose(losses.tanh_gaussian_log_prob(u, mean, std), expected, rtol=1e-5)
+
+
+def test_data_targets_fold_the_continue_discount():
+    y = losses.data_targets(
+        jnp.array([1.0, 1.0]), jnp.array([1.0, 0.0]), jnp.array([10.0, 10.0]), 333.0
+    )
+    np.testing.assert_allclose(y, [1.0 + 10.0 * (1 - 1 / 333), 1.0], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_leq_pixels_debug_run_trains_both_stages_and_resumes_bit_identical(tmp_path):
+    from agent.config import load_config
+    from agent.runner.loop import train
+    from tests.resume import assert_same_final_state, copy_as_killed_after
+
+    sets = [
+        f"dataset.dir={tmp_path / 'data'}",
+        "dataset.quality=random",  # needs no policy files
+        "dataset.size=500",
+        "train.steps=20",
+        "train.updates_per_call=5",
+        "train.log_every=5",
+        "train.checkpoint_every=10",
+        "train.eval_every=0",
+        "leq_pixels.model_steps=10",
+        "eval.final_episodes=1",
+    ]
+    cfg = load_config(["leq_pixels_cartpole_swingup", "debug"], sets)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    result = train(cfg, straight, quiet=True)
+    assert np.isfinite(result["eval/return"])
+    assert (straight / "world_model").is_dir()  # reusable with world_model.path
+    assert list((straight / "videos").glob("*.gif"))  # pixel tasks record the final episode
+    copy_as_killed_after(straight, resumed, 10)
+    train(cfg, resumed, quiet=True)
+    assert_same_final_state(straight, resumed, 20)
