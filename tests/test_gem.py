@@ -21,6 +21,7 @@ from agent.gem.agent import LEARN
 from agent.gem.networks import actor
 from agent.observations import STATE, state_spec
 from agent.protocol import EVAL, EXPLORE, WARMUP, Context, Spec
+from envs.datasets.trained_policies import POLICY_DIR
 from tests.conftest import leaves_equal, run_chunk, run_py
 from tests.resume import assert_same_final_state, copy_as_killed_after, final_state
 from tests.test_memory import brute_force
@@ -480,7 +481,7 @@ def test_medium_replay_follows_the_training_shares(gem_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["hopper", "walker2d", "halfcheetah", "cartpole-swingup-ar2"])
+@pytest.mark.parametrize("task", sorted(p.name for p in POLICY_DIR.iterdir() if p.is_dir()))
 def test_committed_policies_reproduce_their_fingerprints(task):
     """The committed snapshots exist, and short collections from them give the recorded rewards
     (so a changed file, simulator version or collector is caught)."""
