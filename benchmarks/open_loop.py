@@ -1,0 +1,101 @@
+"""A trained RSSM's open-loop image error on held-out episodes.
+
+The world model of RUN (its `world_model/` folder, written by methods `model` and `leq_pixels`)
+filters `--context` frames of a window and predicts the next `--horizon` frames from the
+actions alone (a random prior head per step, as in imagination). The windows come from a
+dataset of the run's task and quality built with another seed (`--data-seed`, default the
+run's seed + 1), so no frame was seen in training. Prints ONE JSON object: the mean squared
+pixel error (frames in [0, 1]) per predicted step, averaged over `--windows` windows, and its
+mean over all steps; `--gif` also writes one window as real | model | difference.
+
+    python benchmarks/open_loop.py --run RUN [--horizon 50] [--context 5] [--windows 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from agent import replay as replay_lib  # noqa: E402
+from agent.config import load_config  # noqa: E402
+from agent.model_stage.agent import comparison_video  # noqa: E402
+from agent.protocol import Context  # noqa: E402
+from agent.runner.rundir import WORLD_MODEL_DIR  # noqa: E402
+from agent.runner.sources import dataset_arrays, task_spec  # noqa: E402
+from agent.runner.world_models import build_world_model, load_world_model  # noqa: E402
+from agent.world_model.rssm import sequence_from_window  # noqa: E402
+from agent.world_model.rssm_training import open_loop, open_loop_error  # noqa: E402
+from envs import get_task  # noqa: E402
+from envs.datasets import load_dataset  # noqa: E402
+
+
+def held_out_windows(cfg, data_seed: int, count: int, length: int, seed: int) -> dict:
+    """`count` windows of `length` transitions from a dataset built with `data_seed`."""
+    data_cfg = {**cfg.dataset.to_dict(), "seed": data_seed}
+    data = load_dataset(cfg.task, data_cfg)
+    replay = replay_lib.HostReplay(dataset_arrays(data))
+    return replay.sample_windows(np.random.default_rng(seed), count, length)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, type=Path)
+    parser.add_argument("--horizon", type=int, default=50)
+    parser.add_argument("--context", type=int, default=5)
+    parser.add_argument("--windows", type=int, default=32)
+    parser.add_argument("--data-seed", type=int, default=None)
+    parser.add_argument("--gif", type=Path, default=None)
+    args = parser.parse_args()
+    cfg = load_config([str(args.run / "config.yaml")])
+    spec = task_spec(get_task(cfg.task))
+    world = build_world_model(cfg, spec, Context())
+    params = load_world_model(world, args.run / WORLD_MODEL_DIR, label="--run")
+    data_seed = cfg.dataset.seed + 1 if args.data_seed is None else args.data_seed
+    length = args.context + args.horizon - 1  # transitions: context + horizon frames
+    window = held_out_windows(cfg, data_seed, args.windows, length, seed=0)
+    seq = sequence_from_window(jax.tree.map(jnp.asarray, window))
+    predict = jax.jit(lambda p, i, a, k: open_loop(world, p, i, a, args.context, k))
+    predicted = predict(params, seq["images"], seq["actions"], jax.random.PRNGKey(0))
+    errors = np.asarray(open_loop_error(predicted, seq["images"], args.context))
+    if args.gif is not None:
+        from PIL import Image
+
+        real = np.asarray(seq["images"][0, args.context :], np.float32) / 255.0
+        frames = comparison_video(real, np.asarray(predicted[0]))
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(args.gif, save_all=True, append_images=images[1:], duration=80)
+    print(
+        json.dumps(
+            {
+                "run": str(args.run),
+                "task": cfg.task,
+                "quality": cfg.dataset.quality,
+                "data_seed": data_seed,
+                "windows": args.windows,
+                "context": args.context,
+                "horizon": args.horizon,
+                "mse_mean": float(errors.mean()),
+                "mse_per_step": [round(float(e), 6) for e in errors],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    from agent.config import ConfigError
+    from envs.datasets import DatasetError
+
+    try:
+        main()
+    except (ConfigError, DatasetError) as exc:
+        sys.exit(f"error: {exc}")
