@@ -43,7 +43,8 @@ sg = jax.lax.stop_gradient
 
 
 class LEQPixelsState(NamedTuple):
-    world: RssmTrainState
+    world: Any  # the world model's params (frozen in the LEQ phase)
+    world_opt: Any  # its optimiser state (used in the model phase only)
     actor: Any
     critic: Any
     slow_critic: Any
@@ -108,14 +109,14 @@ class LEQPixelsAgent(Agent):
         k_world, k_actor, k_critic, k_value = jax.random.split(key, 4)
         world = init_rssm_training(self.world, k_world)
         if self.context.world_params is not None:
-            world = world._replace(params=self.context.world_params)
+            world = RssmTrainState(self.context.world_params, world.opt_state)
         feat = jnp.zeros((1, self.world.cfg.feature_dim))
         action = jnp.zeros((1, spec.act_dim))
         actor = self.actor_net.init(k_actor, feat)
         critic = self.critic_net.init(k_critic, feat, action)
         value = self.value_net.init(k_value, feat)
         return LEQPixelsState(
-            world, actor, critic, jax.tree.map(jnp.copy, critic), value,
+            world.params, world.opt_state, actor, critic, jax.tree.map(jnp.copy, critic), value,
             self.actor_tx.init(actor), self.critic_tx.init(critic), self.value_tx.init(value),
             jnp.zeros(()), jnp.zeros(()),
         )  # fmt: skip
@@ -130,15 +131,17 @@ class LEQPixelsAgent(Agent):
         return replay.sample_windows(rng, self.batch, self.length)
 
     def trained_world_model(self, state: LEQPixelsState) -> tuple | None:
-        return (self.world, state.world.params) if self.model_steps else None
+        return (self.world, state.world) if self.model_steps else None
 
     # ----------------------------------------------------------------------------- steps ----
     def train(self, phase, state: LEQPixelsState, replay, key) -> tuple[LEQPixelsState, dict]:
         sample_key, key = jax.random.split(key)
         window = replay_lib.sample_windows(replay, sample_key, self.batch, self.length)
         if phase == MODEL:
-            world, metrics = rssm_update(self.world, state.world, window, key)
-            return state._replace(world=world), {f"model/{k}": v for k, v in metrics.items()}
+            world = RssmTrainState(state.world, state.world_opt)
+            world, metrics = rssm_update(self.world, world, window, key)
+            state = state._replace(world=world.params, world_opt=world.opt_state)
+            return state, {f"model/{k}": v for k, v in metrics.items()}
         return self._leq_step(state, window, key)
 
     def _sample_action(self, actor, feat, key):
@@ -172,7 +175,7 @@ class LEQPixelsAgent(Agent):
 
     def _leq_step(self, state: LEQPixelsState, window: dict, key) -> tuple[LEQPixelsState, dict]:
         obs_key, img_key, next_key = jax.random.split(key, 3)
-        params = sg(state.world.params)
+        params = sg(state.world)
         seq = sequence_from_window(window)
         latents, _, _ = self.world.observe_sequence(params, seq["images"], seq["actions"], obs_key)
         latents = jax.tree.map(sg, latents)
@@ -263,7 +266,7 @@ class LEQPixelsAgent(Agent):
     def policy(self, state: LEQPixelsState, carry, obs, mode, key):
         """Filter the frame into the latent (after the previous action), then act:
         tanh(mean) in evaluation, a tanh-Gaussian sample when exploring."""
-        params = state.world.params
+        params = state.world
         prev = None if carry is None else carry.action
         _, latent = self.world.observe(params, None if carry is None else carry, obs, prev)
         feat = self.world.features(params, latent)
