@@ -165,3 +165,57 @@ def test_leq_pixels_debug_run_trains_both_stages_and_resumes_bit_identical(tmp_p
     copy_as_killed_after(straight, resumed, 10)
     train(cfg, resumed, quiet=True)
     assert_same_final_state(straight, resumed, 20)
+
+
+def test_dpg_action_gradients_are_each_steps_own_total_derivative():
+    from agent.leq_pixels import dpg
+    from agent.world_model.rssm import RssmLatent, RssmWorldModel
+    from agent.world_model.rssm_config import RssmConfig
+
+    cfg = RssmConfig(deter=8, hidden=8, stoch=2, classes=3, prior_heads=2, cnn_depth=2)
+    world = RssmWorldModel(cfg, 2, (8, 8, 3))
+    params = world.init(jax.random.PRNGKey(0))
+    w_act = jax.random.normal(jax.random.PRNGKey(1), (cfg.feature_dim, 2)) * 0.3
+    w_q = jax.random.normal(jax.random.PRNGKey(2), (cfg.feature_dim + 2,))
+    act_fn = lambda f: jnp.tanh(f @ w_act)
+    q_fn = lambda f, a: jnp.concatenate([f, a], -1) @ w_q
+    start = RssmLatent(
+        jax.random.normal(jax.random.PRNGKey(3), (3, 8)) * 0.5,
+        jax.nn.one_hot(jnp.array([[0, 1], [2, 0], [1, 1]]), 3),
+    )
+    key, horizon = jax.random.PRNGKey(4), 3
+    found = dpg.action_gradients(world, params, act_fn, q_fn, start, key, horizon, 0.9)
+    assert found.grads.shape == (horizon + 1, 3, 2)
+
+    def return_at(t, d_t):  # G_t with only step t's action perturbed, re-rolled from scratch
+        delta = jnp.zeros((horizon + 1, 3, 2)).at[t].set(d_t)
+        keys = jax.random.split(key, horizon)
+        latent, qs, rs, cs = start, [], [], []
+        for s in range(horizon + 1):
+            f = world.features(params, latent)
+            a = jnp.clip(act_fn(f) + delta[s], -1.0, 1.0)
+            qs.append(q_fn(f, a))
+            if s < horizon:
+                latent, r, c = world.imagine_step(params, latent, a, keys[s])
+                rs.append(r)
+                cs.append(c)
+        q = jnp.stack(qs)
+        g = continue_lambda_returns(jnp.stack(rs), jnp.stack(cs), q, 0.9)
+        full = jnp.concatenate([g, q[-1:]], axis=0)
+        return jnp.sum(full[t])
+
+    for t in range(horizon + 1):
+        expected = jax.grad(lambda d, t=t: return_at(t, d))(jnp.zeros((3, 2)))
+        np.testing.assert_allclose(found.grads[t], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_dpg_surrogate_gradient_is_the_weighted_action_gradient():
+    from agent.leq_pixels.dpg import dpg_surrogate
+
+    rng = np.random.default_rng(3)
+    actions, grads = jnp.asarray(rng.normal(size=(2, 4, 3, 2)))
+    returns, q = jnp.asarray(rng.normal(size=(2, 4, 3)))
+    got = jax.grad(lambda a: dpg_surrogate(a, grads, returns, q, 0.2))(actions)
+    omega = np.where(np.asarray(returns) > np.asarray(q), 0.2, 0.8)
+    omega[-1] = 0.5
+    np.testing.assert_allclose(got, -omega[..., None] * np.asarray(grads) / 3, rtol=1e-6)

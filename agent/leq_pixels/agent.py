@@ -9,7 +9,9 @@ posterior; every step's latent starts an imagined rollout of `leq_pixels.horizon
 stochastic actor samples and a random prior head per step. The critic regresses the lower
 expectile of the continue-masked lambda-return (returns.py) plus the replay critic loss on the
 windows' real transitions; the value regresses the imagined Q values and is the baseline of
-the REINFORCE actor with DreamerV3's return normalisation (losses.py). The slow critic is an
+the REINFORCE actor with DreamerV3's return normalisation (losses.py; `actor_objective: dpg`:
+the state version's per-step deterministic policy gradient through the model, dpg.py, whose
+actor std then only shapes the critic's rollouts). The slow critic is an
 EMA of the critic (rate `slow_rate` per step), the target of the `slowreg` regulariser.
 """
 
@@ -25,7 +27,7 @@ import optax
 from agent import replay as replay_lib
 from agent.config import ConfigError
 from agent.distributions import twohot_bins, twohot_mean
-from agent.leq_pixels import losses, networks
+from agent.leq_pixels import dpg, losses, networks
 from agent.leq_pixels.returns import (
     continue_lambda_returns,
     return_scale,
@@ -39,6 +41,7 @@ from agent.world_model.rssm_net import feature
 from agent.world_model.rssm_training import RssmTrainState, init_rssm_training, rssm_update
 
 MODEL, LEQ = "model", "leq"
+ACTOR_OBJECTIVES = ("reinforce", "dpg")
 sg = jax.lax.stop_gradient
 
 
@@ -95,6 +98,12 @@ class LEQPixelsAgent(Agent):
         self.slowreg, self.slow_rate = float(c.slowreg), float(c.slow_rate)
         self.entropy_coef, self.data_scale = float(c.entropy), float(c.data_scale)
         self.return_rate = float(c.return_rate)
+        if c.actor_objective not in ACTOR_OBJECTIVES:
+            raise ConfigError(
+                f"leq_pixels.actor_objective='{c.actor_objective}' is not one of: "
+                f"{', '.join(ACTOR_OBJECTIVES)}"
+            )
+        self.actor_objective = c.actor_objective
         self.bins = twohot_bins(self.world.cfg.reward_bins)
         hidden = tuple(c.hidden)
         self.actor_net = networks.actor_net(hidden, spec.act_dim)
@@ -174,7 +183,7 @@ class LEQPixelsAgent(Agent):
         return twohot_mean(self.critic_net.apply(critic, feats, actions), self.bins)
 
     def _leq_step(self, state: LEQPixelsState, window: dict, key) -> tuple[LEQPixelsState, dict]:
-        obs_key, img_key, next_key = jax.random.split(key, 3)
+        obs_key, img_key, next_key, dpg_key = jax.random.split(key, 4)
         params = sg(state.world)
         seq = sequence_from_window(window)
         latents, _, _ = self.world.observe_sequence(params, seq["images"], seq["actions"], obs_key)
@@ -225,8 +234,21 @@ class LEQPixelsAgent(Agent):
         )
         scale = return_scale(low, high)
         baseline = twohot_mean(self.value_net.apply(state.value, feats), self.bins)
+        if self.actor_objective == "dpg":
+            found = dpg.action_gradients(
+                self.world, params,
+                lambda f: jnp.tanh(self.actor_net.apply(state.actor, f)[0]),
+                lambda f, a: self._q_mean(state.critic, f, a),
+                start, dpg_key, self.horizon, self.lam,
+            )  # fmt: skip
 
         def actor_loss(actor):
+            if self.actor_objective == "dpg":
+                mean, std = self.actor_net.apply(actor, found.feats)
+                loss = dpg.dpg_surrogate(
+                    jnp.tanh(mean), found.grads, found.returns, found.q_values, self.tau
+                )
+                return loss, jnp.mean(losses.gaussian_entropy(std))
             mean, std = self.actor_net.apply(actor, feats)
             log_prob = losses.tanh_gaussian_log_prob(roll.pre_tanh[:h], mean, std)
             entropy = losses.gaussian_entropy(std)
