@@ -138,30 +138,41 @@ def trajectory_bounds(episode_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return starts, (ends - starts + 1).astype(np.int64)
 
 
-def window_start_mask(episode_ends: Any, size: Any, length: int, xp: Any = jnp) -> Any:
-    """valid[i] = row i starts a `length`-row window inside [0, size) that no trajectory end
-    interrupts (no end among rows i .. i + length - 2); computed with a cumulative sum."""
+def window_start_mask(
+    episode_ends: Any, size: Any, length: int, xp: Any = jnp, rows: tuple[int, int] | None = None
+) -> Any:
+    """valid[i] = row i starts a `length`-row window inside [0, size) (inside rows [lo, hi) when
+    `rows` is given) that no trajectory end interrupts (no end among rows i .. i + length - 2);
+    computed with a cumulative sum."""
     capacity = episode_ends.shape[0]
     ends = (episode_ends > 0.5).astype(xp.int32)
     csum = xp.concatenate([xp.zeros(1, xp.int32), xp.cumsum(ends).astype(xp.int32)])
     start = xp.arange(capacity)
     stop = xp.minimum(start + length - 1, capacity)
     crosses = (csum[stop] - csum[start]) > 0
-    return (start < size) & (start + length <= size) & ~crosses
+    valid = (start < size) & (start + length <= size) & ~crosses
+    if rows is not None:
+        valid = valid & (start >= rows[0]) & (start + length <= rows[1])
+    return valid
 
 
 def sample_windows(
-    replay: Replay | FedBatch, key: jax.Array, batch_size: int, length: int
+    replay: Replay | FedBatch,
+    key: jax.Array,
+    batch_size: int,
+    length: int,
+    rows: tuple[int, int] | None = None,
 ) -> Batch:
     """Contiguous windows of `length` rows that never cross a trajectory end. Jittable.
 
     Each window's start is drawn uniformly among the valid starts (`window_start_mask`).
     Returns fields of shape [batch, length, ...] and `index` [batch, length]; a FedBatch (windows
-    drawn on the host by `HostReplay.sample_windows`) is returned as it is.
+    drawn on the host by `HostReplay.sample_windows`) is returned as it is. `rows` = (lo, hi)
+    keeps every window inside rows [lo, hi) (e.g. apart from held-out rows).
     """
     if isinstance(replay, FedBatch):
         return replay.batch
-    ok = window_start_mask(replay.data["episode_ends"], replay.size, length)
+    ok = window_start_mask(replay.data["episode_ends"], replay.size, length, rows=rows)
     logits = jnp.where(ok, 0.0, -jnp.inf)
     starts = jax.random.categorical(key, logits, shape=(batch_size,))
     return gather(replay.data, starts[:, None] + jnp.arange(length)[None, :])
@@ -176,20 +187,28 @@ class HostReplay:
     def __init__(self, arrays: Batch) -> None:
         self.data = arrays
         self.size = jax.tree.leaves(arrays)[0].shape[0]
-        self._starts: dict[int, np.ndarray] = {}
+        self._starts: dict[tuple, np.ndarray] = {}
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
         """Uniform rows with replacement: fields [batch_size, ...] and `index`."""
         return gather(self.data, rng.integers(0, self.size, batch_size))
 
-    def sample_windows(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
-        """Windows of `length` rows inside one trajectory: fields [batch_size, length, ...]."""
-        if length not in self._starts:
-            ok = window_start_mask(self.data["episode_ends"], self.size, length, xp=np)
-            self._starts[length] = np.flatnonzero(ok)
-        starts = self._starts[length]
+    def sample_windows(
+        self,
+        rng: np.random.Generator,
+        batch_size: int,
+        length: int,
+        rows: tuple[int, int] | None = None,
+    ) -> Batch:
+        """Windows of `length` rows inside one trajectory (and inside rows [lo, hi) when `rows`
+        is given): fields [batch_size, length, ...]."""
+        if (length, rows) not in self._starts:
+            ok = window_start_mask(self.data["episode_ends"], self.size, length, xp=np, rows=rows)
+            self._starts[length, rows] = np.flatnonzero(ok)
+        starts = self._starts[length, rows]
         if not len(starts):
-            raise ValueError(f"no trajectory holds a window of {length} rows")
+            where = "" if rows is None else f" within rows {rows[0]}..{rows[1]}"
+            raise ValueError(f"no trajectory holds a window of {length} rows{where}")
         first = starts[rng.integers(0, len(starts), batch_size)]
         return gather(self.data, first[:, None] + np.arange(length)[None, :])
 

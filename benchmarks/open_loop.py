@@ -28,12 +28,12 @@ import jax.numpy as jnp  # noqa: E402
 
 from agent import replay as replay_lib  # noqa: E402
 from agent.config import load_config  # noqa: E402
-from agent.model_stage.agent import comparison_video  # noqa: E402
 from agent.protocol import Context  # noqa: E402
 from agent.runner.rundir import WORLD_MODEL_DIR  # noqa: E402
 from agent.runner.sources import dataset_arrays, task_spec  # noqa: E402
 from agent.runner.world_models import build_world_model, load_world_model  # noqa: E402
 from agent.world_model.rssm import sequence_from_window  # noqa: E402
+from agent.world_model.rssm_report import comparison_video  # noqa: E402
 from agent.world_model.rssm_training import open_loop, open_loop_error  # noqa: E402
 from envs import get_task  # noqa: E402
 from envs.datasets import load_dataset  # noqa: E402

@@ -113,3 +113,20 @@ def test_prefetcher_hands_out_draws_in_order():
     finally:
         prefetcher.close()
     assert made[:4] == [5, 6, 7, 8]
+
+
+def test_windows_stay_inside_the_given_rows_on_device_and_host():
+    ends = np.zeros(30, np.float32)
+    ends[[9, 19, 29]] = 1
+    rows = {"x": np.arange(30.0, dtype=np.float32)[:, None], "episode_ends": ends}
+    device = replay_lib.full({k: jnp.asarray(v) for k, v in rows.items()})
+    host = replay_lib.HostReplay(rows)
+    for lo, hi in ((0, 24), (24, 30)):
+        d = replay_lib.sample_windows(device, jax.random.PRNGKey(0), 500, 4, rows=(lo, hi))
+        h = host.sample_windows(replay_lib.host_rng(0, 1), 500, 4, rows=(lo, hi))
+        for batch in (np.asarray(d["index"]), h["index"]):
+            assert batch.min() >= lo and batch.max() < hi
+            assert not np.any(ends[batch[:, :-1]])
+    assert set(np.asarray(d["index"])[:, 0].tolist()) == {24, 25, 26}
+    with pytest.raises(ValueError, match="within rows 26..30"):
+        host.sample_windows(replay_lib.host_rng(0, 1), 5, 5, rows=(26, 30))

@@ -38,6 +38,7 @@ from agent.networks import polyak
 from agent.protocol import EVAL, Agent, Context, Spec
 from agent.world_model.rssm import RssmCarry, RssmLatent, RssmWorldModel, sequence_from_window
 from agent.world_model.rssm_net import feature
+from agent.world_model.rssm_report import model_report
 from agent.world_model.rssm_training import RssmTrainState, init_rssm_training, rssm_update
 
 MODEL, LEQ = "model", "leq"
@@ -94,6 +95,7 @@ class LEQPixelsAgent(Agent):
                 f"leq_pixels.model_steps={self.model_steps} world-model steps"
             )
         self.batch, self.length = int(cfg.rssm.batch_size), int(cfg.rssm.length)
+        self.rows, self._report = model_report(cfg, self.world, context.data_size)
         self.horizon, self.lam, self.tau = int(c.horizon), float(c.lam), float(c.tau)
         self.slowreg, self.slow_rate = float(c.slowreg), float(c.slow_rate)
         self.entropy_coef, self.data_scale = float(c.entropy), float(c.data_scale)
@@ -137,15 +139,21 @@ class LEQPixelsAgent(Agent):
         return self.batch
 
     def host_batch(self, phase: str, replay: Any, rng: np.random.Generator) -> dict:
-        return replay.sample_windows(rng, self.batch, self.length)
+        rows = self.rows if phase == MODEL else None  # the actor-critic may read every row
+        return replay.sample_windows(rng, self.batch, self.length, rows=rows)
 
     def trained_world_model(self, state: LEQPixelsState) -> tuple | None:
         return (self.world, state.world) if self.model_steps else None
 
+    def report(self, state: LEQPixelsState, replay: Any, key: jax.Array) -> tuple[dict, dict]:
+        """The world model's open-loop predictions on held-out windows (`model.*`)."""
+        return self._report(state.world, replay, key)
+
     # ----------------------------------------------------------------------------- steps ----
     def train(self, phase, state: LEQPixelsState, replay, key) -> tuple[LEQPixelsState, dict]:
         sample_key, key = jax.random.split(key)
-        window = replay_lib.sample_windows(replay, sample_key, self.batch, self.length)
+        rows = self.rows if phase == MODEL else None
+        window = replay_lib.sample_windows(replay, sample_key, self.batch, self.length, rows=rows)
         if phase == MODEL:
             world = RssmTrainState(state.world, state.world_opt)
             world, metrics = rssm_update(self.world, world, window, key)

@@ -318,8 +318,7 @@ class Loop:
             if self.agent.has_policy:
                 record = crossed(step, length, e.video_every)
                 self.evaluate_and_log(run, step, e.episodes, record)
-            else:
-                self.report_and_log(run, step)
+            self.report_and_log(run, step)
         if crossed(step, length, t.checkpoint_every) or step == t.steps:
             checkpoint.save(self.logdir / CHECKPOINT_DIR, step, run, t.keep_checkpoints)
         self.logger.advance(step)
@@ -343,11 +342,12 @@ class Loop:
         return metrics
 
     def report_and_log(self, run: RunState, step: int) -> dict:
-        """The agent's own report (for agents without a policy), logged."""
+        """The agent's own report (a world model's open-loop predictions), logged."""
         key = jax.random.fold_in(jax.random.fold_in(run.rng, REPORT_SALT), step)
         scalars, videos = self.agent.report(run.agent, self.replay, key)
         scalars = {k: float(v) for k, v in scalars.items()}
-        self.logger.scalars(step, scalars)
+        if scalars:
+            self.logger.scalars(step, scalars)
         for name, frames in videos.items():
             self.logger.video(step, np.asarray(frames), name=name)
         return scalars
@@ -364,6 +364,7 @@ class Loop:
         # A pixel task's frames are its observations, so recording them costs nothing.
         record = bool(cfg.eval.video_every) or bool(image_fields(self.spec))
         metrics = self.evaluate_and_log(run, step, cfg.eval.final_episodes, record)
+        metrics.update(self.report_and_log(run, step))
         result = {"step": step, "episodes": cfg.eval.final_episodes, **metrics}
         rundir.write_json_atomic(self.logdir / RESULT_FILE, result)
         self.logger.message(
