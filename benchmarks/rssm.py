@@ -4,7 +4,9 @@ For each size (`cpu`: the `rssm:` defaults of configs/defaults.yaml; `dmc_vision
 sizes, configs/rssm_dmc_vision.yaml), one jitted gradient step of the world-model loss on
 random 64x64 sequence windows (batch x length, 16 x 64 by default): updates per second (after
 compiling, median of `--repeats` timed steps) and the FLOPs of one update from XLA's cost
-analysis, hence the GFLOP/s reached.
+analysis, hence the GFLOP/s reached; and the same for one LEQ-from-pixels step on that frozen
+model (`leq_pixels` defaults: posterior filtering of the windows, 5-step imagination from
+every latent, critic, value and actor updates).
 
     python benchmarks/rssm.py [--sizes cpu dmc_vision] [--batch 16] [--length 64] [--repeats 5]
 
@@ -49,6 +51,43 @@ def random_windows(batch: int, length: int, seed: int = 0) -> dict:
     }
 
 
+def timed(step, args, repeats: int) -> tuple[float, float, float]:
+    """(median seconds per call, seconds of the first call, GFLOP per call) of jitted `step`."""
+    cost = step.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    start = time.perf_counter()
+    jax.block_until_ready(step(*args))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(step(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), first, float(cost["flops"]) / 1e9
+
+
+def leq_step_figures(cfg, world, params, windows, repeats: int) -> dict:
+    """One LEQ-from-pixels step (phase "leq") on the frozen `params`."""
+    from agent import replay as replay_lib
+    from agent.leq_pixels.agent import LEQ, LEQPixelsAgent
+    from agent.protocol import Context, Field, Spec
+
+    spec = Spec({"image": Field(IMAGE, np.dtype(np.uint8))}, ACT_DIM, 500)
+    context = Context(data_size=100_000, world=world, world_params=params)
+    agent = LEQPixelsAgent(cfg, spec, context)
+    state = agent.init(jax.random.PRNGKey(0), spec)
+    fed = replay_lib.FedBatch(windows)
+    step = jax.jit(lambda s, k: agent.train(LEQ, s, fed, k))
+    seconds, first, gflop = timed(step, (state, jax.random.PRNGKey(1)), repeats)
+    return {
+        "seconds_per_update": seconds,
+        "updates_per_s": 1.0 / seconds,
+        "gflop_per_update": gflop,
+        "gflops_reached": gflop / seconds,
+        "first_call_s": first,
+    }
+
+
 def measure(size: str, batch: int, length: int, repeats: int) -> dict:
     cfg = load_config([*SIZES[size]], [])
     rcfg = rssm_config(cfg.rssm)
@@ -85,6 +124,7 @@ def measure(size: str, batch: int, length: int, repeats: int) -> dict:
         "gflops_reached": gflop / seconds,
         "first_call_s": compile_s,
         "loss": float(metrics["loss"]),
+        "leq_pixels_step": leq_step_figures(cfg, world, state.params, windows, repeats),
     }
 
 
