@@ -1,10 +1,12 @@
-"""The distributions of a DreamerV3-style RSSM, as pure functions on arrays.
+"""Distributions as pure functions on arrays: those of a DreamerV3-style RSSM and the
+(tanh-)Gaussian policies of SAC, VEM and LEQ from pixels.
 
 * symlog(x) = sign(x) ln(1 + |x|), symexp its inverse;
 * two-hot targets over bins spaced uniformly in symlog space (rewards, critic values);
 * categorical latents with "unimix": probs = (1 - u) softmax(logits) + u / C;
 * the KL between two factorised categoricals, summed over the S variables;
-* straight-through one-hot samples: forward a one-hot draw, backward the probabilities' gradient.
+* straight-through one-hot samples: forward a one-hot draw, backward the probabilities' gradient;
+* diagonal Gaussian log-densities and the tanh change of variables.
 
 Logits carry shape [..., S, C] (S variables of C classes each).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+LOG_2 = 0.6931471805599453
 UNIMIX = 0.01
 TWOHOT_BINS = 255
 TWOHOT_LIMIT = 20.0
@@ -100,3 +103,15 @@ def bernoulli_log_prob(logit: jax.Array, target: jax.Array) -> jax.Array:
     """log p(target) of a Bernoulli head with soft targets in [0, 1]:
     t log sigmoid(l) + (1 - t) log sigmoid(-l)."""
     return target * jax.nn.log_sigmoid(logit) + (1.0 - target) * jax.nn.log_sigmoid(-logit)
+
+
+def gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log N(u; mean, diag(exp(log_std)^2)) summed over the last axis:
+    sum_i [ -(u_i - mean_i)^2 / (2 sigma_i^2) - log sigma_i - log(2 pi) / 2 ]."""
+    z = (u - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+
+
+def tanh_log_det(u: jax.Array) -> jax.Array:
+    """sum_i log(1 - tanh(u_i)^2), computed stably as 2 (log 2 - u - softplus(-2u))."""
+    return jnp.sum(2.0 * (LOG_2 - u - jax.nn.softplus(-2.0 * u)), axis=-1)

@@ -19,6 +19,7 @@ from scipy import stats
 from agent import checkpoint, memory
 from agent import replay as replay_lib
 from agent.config import ConfigError, load_config
+from agent.distributions import gaussian_log_prob
 from agent.networks import polyak
 from agent.observations import STATE, observation_stats, state_spec
 from agent.programs import Programs
@@ -93,7 +94,7 @@ def test_gaussian_log_prob_and_log_std_range():
     log_std = np.asarray(log_std_from_logits(jnp.asarray(theta)))
     np.testing.assert_allclose(log_std, -6 + 6 / (1 + np.exp(-theta)), rtol=1e-5)
     expected = stats.norm.logpdf(actions, mean, np.exp(log_std)).sum(-1)
-    got = losses.gaussian_log_prob(jnp.asarray(actions), jnp.asarray(mean), jnp.asarray(log_std))
+    got = gaussian_log_prob(jnp.asarray(actions), jnp.asarray(mean), jnp.asarray(log_std))
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     bounds = log_std_from_logits(jnp.array([-50.0, 50.0]))
     np.testing.assert_allclose(bounds, [-6.0, 0.0], atol=1e-6)

@@ -19,8 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from agent.distributions import twohot_log_prob
-from agent.sac.losses import gaussian_log_prob, tanh_log_det
+from agent.distributions import gaussian_log_prob, tanh_log_det, twohot_log_prob
 
 sg = jax.lax.stop_gradient
 LOG_2PI_E = jnp.log(2.0 * jnp.pi * jnp.e)

@@ -13,18 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-LOG_2 = 0.6931471805599453
-
-
-def tanh_log_det(u: jax.Array) -> jax.Array:
-    """sum_i log(1 - tanh(u_i)^2), computed stably as 2 (log 2 - u - softplus(-2u))."""
-    return jnp.sum(2.0 * (LOG_2 - u - jax.nn.softplus(-2.0 * u)), axis=-1)
-
-
-def gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """sum_i log N(u_i; mean_i, exp(log_std_i)^2)."""
-    z = (u - mean) * jnp.exp(-log_std)
-    return jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+from agent.distributions import gaussian_log_prob, tanh_log_det
 
 
 def sample_tanh_gaussian(

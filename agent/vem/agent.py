@@ -50,6 +50,7 @@ import optax
 
 from agent import replay as replay_lib
 from agent.config import ConfigError
+from agent.distributions import gaussian_log_prob
 from agent.memory import replay_memory_returns as memory_returns
 from agent.networks import batched_apply, polyak
 from agent.observations import flat_obs
@@ -218,7 +219,7 @@ class VEMAgent(Agent):
 
         def loss_fn(params):
             mean, log_std = self.policy_net.apply(params, obs, state.obs_mean, state.obs_std)
-            log_prob = losses.gaussian_log_prob(batch["actions"], mean, log_std)
+            log_prob = gaussian_log_prob(batch["actions"], mean, log_std)
             return losses.policy_loss(log_prob, weights), (log_prob, log_std)
 
         params, opt_state, (loss, (log_prob, log_std)), norm = apply_gradients(

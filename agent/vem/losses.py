@@ -5,8 +5,6 @@ Notation: u = R^ - V (memory return minus value), tau = the expectile level, B =
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
@@ -69,16 +67,6 @@ def advantages(returns: jax.Array, values: jax.Array) -> jax.Array:
 def advantage_weights(adv: jax.Array, temperature: float | jax.Array) -> jax.Array:
     """w_i = B softmax_i(A^_i / temperature) over the batch: positive, mean exactly 1."""
     return adv.shape[0] * jax.nn.softmax(adv / temperature, axis=0)
-
-
-def gaussian_log_prob(actions: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """log N(a; mu, diag(sigma^2)) summed over action dims:
-
-    sum_j [ -(a_j - mu_j)^2 / (2 sigma_j^2) - log sigma_j - log(2 pi) / 2 ].
-    """
-    z = (actions - mean) * jnp.exp(-log_std)
-    per_dim = -0.5 * jnp.square(z) - log_std - 0.5 * math.log(2.0 * math.pi)
-    return jnp.sum(per_dim, axis=-1)
 
 
 def policy_loss(log_prob: jax.Array, weights: jax.Array) -> jax.Array:
