@@ -65,7 +65,8 @@ def policy_tasks(folder: Path = POLICY_DIR) -> list[str]:
 
 
 def plot_curves(out: Path, folder: Path = POLICY_DIR) -> list[str]:
-    """One panel per task: evaluation return per snapshot, medium and expert marked."""
+    """One panel per task (three to a row): evaluation return per snapshot, medium and expert
+    marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,8 +75,12 @@ def plot_curves(out: Path, folder: Path = POLICY_DIR) -> list[str]:
     tasks = policy_tasks(folder)
     if not tasks:
         raise SystemExit(f"error: {folder}: no <task>/policies.json to plot")
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    columns = min(3, len(tasks))
+    rows = -(-len(tasks) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
         manifest = read_manifest(task, folder)
         made = manifest["made_by"]
         points = sorted((int(s), r) for s, r in manifest["snapshot_returns"].items())
