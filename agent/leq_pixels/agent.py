@@ -39,7 +39,11 @@ from agent.protocol import EVAL, Agent, Context, Spec
 from agent.world_model.rssm import RssmCarry, RssmLatent, RssmWorldModel, sequence_from_window
 from agent.world_model.rssm_net import feature
 from agent.world_model.rssm_report import model_report
-from agent.world_model.rssm_training import RssmTrainState, init_rssm_training, rssm_update
+from agent.world_model.rssm_training import (
+    RssmTrainState,
+    init_rssm_training,
+    train_on_windows,
+)
 
 MODEL, LEQ = "model", "leq"
 ACTOR_OBJECTIVES = ("reinforce", "dpg")
@@ -151,14 +155,14 @@ class LEQPixelsAgent(Agent):
 
     # ----------------------------------------------------------------------------- steps ----
     def train(self, phase, state: LEQPixelsState, replay, key) -> tuple[LEQPixelsState, dict]:
-        sample_key, key = jax.random.split(key)
-        rows = self.rows if phase == MODEL else None
-        window = replay_lib.sample_windows(replay, sample_key, self.batch, self.length, rows=rows)
         if phase == MODEL:
             world = RssmTrainState(state.world, state.world_opt)
-            world, metrics = rssm_update(self.world, world, window, key)
-            state = state._replace(world=world.params, world_opt=world.opt_state)
-            return state, {f"model/{k}": v for k, v in metrics.items()}
+            world, metrics = train_on_windows(
+                self.world, world, replay, key, self.batch, self.length, self.rows
+            )
+            return state._replace(world=world.params, world_opt=world.opt_state), metrics
+        sample_key, key = jax.random.split(key)
+        window = replay_lib.sample_windows(replay, sample_key, self.batch, self.length)
         return self._leq_step(state, window, key)
 
     def _sample_action(self, actor, feat, key):

@@ -16,13 +16,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from agent import replay as replay_lib
 from agent.config import ConfigError
 from agent.protocol import Agent, Context, Spec
 from agent.world_model import make_world_model
 from agent.world_model.rssm import RssmWorldModel
 from agent.world_model.rssm_report import model_report
-from agent.world_model.rssm_training import RssmTrainState, init_rssm_training, rssm_update
+from agent.world_model.rssm_training import RssmTrainState, init_rssm_training, train_on_windows
 
 PHASE = "model"
 
@@ -59,12 +58,7 @@ class ModelStageAgent(Agent):
 
     def train(self, phase, state: RssmTrainState, replay, key) -> tuple[RssmTrainState, dict]:
         """One world-model gradient step on a batch of windows."""
-        sample_key, loss_key = jax.random.split(key)
-        window = replay_lib.sample_windows(
-            replay, sample_key, self.batch, self.length, rows=self.rows
-        )
-        state, metrics = rssm_update(self.world, state, window, loss_key)
-        return state, {f"model/{k}": v for k, v in metrics.items()}
+        return train_on_windows(self.world, state, replay, key, self.batch, self.length, self.rows)
 
     def policy(self, state, carry, obs, mode, key):
         raise NotImplementedError("method 'model' learns no policy")

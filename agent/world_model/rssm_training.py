@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agent import replay as replay_lib
 from agent.world_model.rssm import RssmWorldModel
 from agent.world_model.rssm_config import RssmConfig
 
@@ -41,6 +42,23 @@ def rssm_update(
     updates, opt_state = rssm_optimizer(world.cfg).update(grads, state.opt_state, state.params)
     metrics["grad_norm"] = optax.global_norm(grads)
     return RssmTrainState(optax.apply_updates(state.params, updates), opt_state), metrics
+
+
+def train_on_windows(
+    world: RssmWorldModel,
+    state: RssmTrainState,
+    replay: Any,
+    key: jax.Array,
+    batch: int,
+    length: int,
+    rows: tuple[int, int] | None,
+) -> tuple[RssmTrainState, dict]:
+    """`rssm_update` on `batch` windows of `length` transitions drawn from `replay` inside
+    `rows`; metrics named model/<name>."""
+    sample_key, loss_key = jax.random.split(key)
+    window = replay_lib.sample_windows(replay, sample_key, batch, length, rows=rows)
+    state, metrics = rssm_update(world, state, window, loss_key)
+    return state, {f"model/{k}": v for k, v in metrics.items()}
 
 
 def open_loop(
