@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from agent import replay as replay_lib  # noqa: E402
 from agent.config import load_config  # noqa: E402
@@ -32,9 +31,7 @@ from agent.protocol import Context  # noqa: E402
 from agent.runner.rundir import WORLD_MODEL_DIR  # noqa: E402
 from agent.runner.sources import dataset_arrays, task_spec  # noqa: E402
 from agent.runner.world_models import build_world_model, load_world_model  # noqa: E402
-from agent.world_model.rssm import sequence_from_window  # noqa: E402
-from agent.world_model.rssm_report import comparison_video  # noqa: E402
-from agent.world_model.rssm_training import open_loop, open_loop_error  # noqa: E402
+from agent.world_model.rssm_report import OpenLoopReport  # noqa: E402
 from envs import get_task  # noqa: E402
 from envs.datasets import load_dataset  # noqa: E402
 
@@ -61,17 +58,12 @@ def main() -> None:
     world = build_world_model(cfg, spec, Context())
     params = load_world_model(world, args.run / WORLD_MODEL_DIR, label="--run")
     data_seed = cfg.dataset.seed + 1 if args.data_seed is None else args.data_seed
-    length = args.context + args.horizon - 1  # transitions: context + horizon frames
-    window = held_out_windows(cfg, data_seed, args.windows, length, seed=0)
-    seq = sequence_from_window(jax.tree.map(jnp.asarray, window))
-    predict = jax.jit(lambda p, i, a, k: open_loop(world, p, i, a, args.context, k))
-    predicted = predict(params, seq["images"], seq["actions"], jax.random.PRNGKey(0))
-    errors = np.asarray(open_loop_error(predicted, seq["images"], args.context))
+    report = OpenLoopReport(world, args.windows, args.context, args.horizon, rows=None)
+    window = held_out_windows(cfg, data_seed, args.windows, report.length, seed=0)
+    errors, frames = report.predict(params, window, jax.random.PRNGKey(0))
     if args.gif is not None:
         from PIL import Image
 
-        real = np.asarray(seq["images"][0, args.context :], np.float32) / 255.0
-        frames = comparison_video(real, np.asarray(predicted[0]))
         images = [Image.fromarray(f) for f in frames]
         images[0].save(args.gif, save_all=True, append_images=images[1:], duration=80)
     print(

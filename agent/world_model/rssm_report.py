@@ -48,6 +48,15 @@ class OpenLoopReport:
             )
         )
 
+    def predict(self, params: Any, window: dict, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+        """A window batch [B, length, ...] -> (mean squared pixel error per predicted step
+        [horizon], the first window as a real | model | difference video)."""
+        seq = sequence_from_window(jax.tree.map(jnp.asarray, window))
+        predicted = self._predict(params, seq["images"], seq["actions"], key)
+        errors = np.asarray(open_loop_error(predicted, seq["images"], self.context))
+        real = np.asarray(seq["images"][0, self.context :], np.float32) / 255.0
+        return errors, comparison_video(real, np.asarray(predicted[0]))
+
     def __call__(self, params: Any, replay: Any, key: jax.Array) -> tuple[dict, dict]:
         sample_key, roll_key = jax.random.split(key)
         if isinstance(replay, replay_lib.HostReplay):
@@ -58,16 +67,13 @@ class OpenLoopReport:
             window = replay_lib.sample_windows(
                 replay, sample_key, self.windows, self.length, rows=self.rows
             )
-        seq = sequence_from_window(jax.tree.map(jnp.asarray, window))
-        predicted = self._predict(params, seq["images"], seq["actions"], roll_key)
-        errors = np.asarray(open_loop_error(predicted, seq["images"], self.context))
-        real = np.asarray(seq["images"][0, self.context :], np.float32) / 255.0
+        errors, video = self.predict(params, window, roll_key)
         scalars = {
             "model/open_loop_mse": float(errors.mean()),
             "model/open_loop_mse_first": float(errors[0]),
             "model/open_loop_mse_last": float(errors[-1]),
         }
-        return scalars, {"model/open_loop": comparison_video(real, np.asarray(predicted[0]))}
+        return scalars, {"model/open_loop": video}
 
 
 def model_report(cfg, world: RssmWorldModel, data_size: int) -> tuple[tuple, OpenLoopReport]:
