@@ -51,8 +51,10 @@ def random_windows(batch: int, length: int, seed: int = 0) -> dict:
     }
 
 
-def timed(step, args, repeats: int) -> tuple[float, float, float]:
-    """(median seconds per call, seconds of the first call, GFLOP per call) of jitted `step`."""
+def timed(step, args, repeats: int) -> dict:
+    """Figures of jitted `step(*args)`, called `repeats` times after a first (compiling) call:
+    median seconds per call, updates/s, GFLOP per call (XLA's cost analysis) and GFLOP/s, the
+    first call's seconds; `output` is the last call's result."""
     cost = step.lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     start = time.perf_counter()
@@ -61,9 +63,17 @@ def timed(step, args, repeats: int) -> tuple[float, float, float]:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(step(*args))
+        output = jax.block_until_ready(step(*args))
         times.append(time.perf_counter() - start)
-    return float(np.median(times)), first, float(cost["flops"]) / 1e9
+    seconds, gflop = float(np.median(times)), float(cost["flops"]) / 1e9
+    return {
+        "seconds_per_update": seconds,
+        "updates_per_s": 1.0 / seconds,
+        "gflop_per_update": gflop,
+        "gflops_reached": gflop / seconds,
+        "first_call_s": first,
+        "output": output,
+    }
 
 
 def leq_step_figures(cfg, world, params, windows, repeats: int) -> dict:
@@ -78,14 +88,9 @@ def leq_step_figures(cfg, world, params, windows, repeats: int) -> dict:
     state = agent.init(jax.random.PRNGKey(0), spec)
     fed = replay_lib.FedBatch(windows)
     step = jax.jit(lambda s, k: agent.train(LEQ, s, fed, k))
-    seconds, first, gflop = timed(step, (state, jax.random.PRNGKey(1)), repeats)
-    return {
-        "seconds_per_update": seconds,
-        "updates_per_s": 1.0 / seconds,
-        "gflop_per_update": gflop,
-        "gflops_reached": gflop / seconds,
-        "first_call_s": first,
-    }
+    figures = timed(step, (state, jax.random.PRNGKey(1)), repeats)
+    del figures["output"]
+    return figures
 
 
 def measure(size: str, batch: int, length: int, repeats: int) -> dict:
@@ -94,22 +99,9 @@ def measure(size: str, batch: int, length: int, repeats: int) -> dict:
     world = RssmWorldModel(rcfg, ACT_DIM, IMAGE)
     state = init_rssm_training(world, jax.random.PRNGKey(0))
     windows = jax.device_put(random_windows(batch, length))
-    step = jax.jit(lambda s, w, k: rssm_update(world, s, w, k), donate_argnums=0)
-    compiled = step.lower(state, windows, jax.random.PRNGKey(0)).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    start = time.perf_counter()
-    state, metrics = step(state, windows, jax.random.PRNGKey(1))
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        state, metrics = step(state, windows, jax.random.PRNGKey(2 + i))
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-    seconds = float(np.median(times))
-    gflop = float(cost["flops"]) / 1e9
+    step = jax.jit(lambda s, w, k: rssm_update(world, s, w, k))
+    figures = timed(step, (state, windows, jax.random.PRNGKey(1)), repeats)
+    _, metrics = figures.pop("output")
     params = sum(x.size for x in jax.tree.leaves(state.params))
     return {
         "sizes": {
@@ -118,11 +110,7 @@ def measure(size: str, batch: int, length: int, repeats: int) -> dict:
         },
         "params": int(params),
         "batch": [batch, length],
-        "seconds_per_update": seconds,
-        "updates_per_s": 1.0 / seconds,
-        "gflop_per_update": gflop,
-        "gflops_reached": gflop / seconds,
-        "first_call_s": compile_s,
+        **figures,
         "loss": float(metrics["loss"]),
         "leq_pixels_step": leq_step_figures(cfg, world, state.params, windows, repeats),
     }
