@@ -30,3 +30,22 @@ def assert_same_final_state(a: Path, b: Path, step: int) -> None:
     assert sa.keys() == sb.keys()
     for key in sa:
         np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
+
+
+def train_straight_and_resumed(cfg, tmp_path: Path, kill_after: int) -> tuple[dict, Path, Path]:
+    """Train `cfg` straight through, then again from a copy of that run as a kill after
+    checkpoint `kill_after` would have left it; assert both end bit-identical.
+    -> (the straight run's result, its logdir, the resumed run's logdir)."""
+    from agent.runner.loop import train
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    result = train(cfg, straight, quiet=True)
+    copy_as_killed_after(straight, resumed, kill_after)
+    train(cfg, resumed, quiet=True)
+    assert_same_final_state(straight, resumed, cfg.train.steps)
+    return result, straight, resumed
+
+
+def tiny_random_pixels(tmp_path: Path) -> list[str]:
+    """Config overrides for a 500-step random pixel dataset in tmp_path (no policy files)."""
+    return [f"dataset.dir={tmp_path / 'data'}", "dataset.quality=random", "dataset.size=500"]

@@ -13,11 +13,10 @@ import pytest
 
 from agent import checkpoint
 from agent.config import load_config
-from agent.runner import train
 from agent.runner.rundir import CHECKPOINT_DIR
 from tests.conftest import ROOT
 from tests.conftest import run_py as _run
-from tests.resume import assert_same_final_state, copy_as_killed_after
+from tests.resume import train_straight_and_resumed
 
 pytestmark = pytest.mark.slow
 
@@ -101,11 +100,8 @@ def test_resumed_bc_run_ends_with_the_same_parameters(placement, tmp_path, data_
     prefetched)."""
     sets = [f"dataset.dir={data_dir}", "method=bc", f"replay.placement={placement}"]
     cfg = load_config(["default", "debug"], sets)
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train(cfg, straight, quiet=True)
-    copy_as_killed_after(straight, interrupted, 200)
-    train(cfg, interrupted, quiet=True)
-    assert_same_final_state(straight, interrupted, 400)
+    _, _, interrupted = train_straight_and_resumed(cfg, tmp_path, kill_after=200)
+    assert cfg.train.steps == 400
     logged = [json.loads(x) for x in (interrupted / "metrics.jsonl").read_text().splitlines()]
     steps = [x["step"] for x in logged]
     assert steps == sorted(steps), "metrics logged after the resumed checkpoint were not trimmed"

@@ -141,13 +141,10 @@ def test_data_targets_fold_the_continue_discount():
 @pytest.mark.slow
 def test_leq_pixels_debug_run_trains_both_stages_and_resumes_bit_identical(tmp_path):
     from agent.config import load_config
-    from agent.runner.loop import train
-    from tests.resume import assert_same_final_state, copy_as_killed_after
+    from tests.resume import tiny_random_pixels, train_straight_and_resumed
 
     sets = [
-        f"dataset.dir={tmp_path / 'data'}",
-        "dataset.quality=random",  # needs no policy files
-        "dataset.size=500",
+        *tiny_random_pixels(tmp_path),
         "train.steps=20",
         "train.updates_per_call=5",
         "train.log_every=5",
@@ -157,14 +154,10 @@ def test_leq_pixels_debug_run_trains_both_stages_and_resumes_bit_identical(tmp_p
         "eval.final_episodes=1",
     ]
     cfg = load_config(["leq_pixels_cartpole_swingup", "debug"], sets)
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    result = train(cfg, straight, quiet=True)
+    result, straight, _ = train_straight_and_resumed(cfg, tmp_path, kill_after=10)
     assert np.isfinite(result["eval/return"])
     assert (straight / "world_model").is_dir()  # reusable with world_model.path
     assert list((straight / "videos").glob("*.gif"))  # pixel tasks record the final episode
-    copy_as_killed_after(straight, resumed, 10)
-    train(cfg, resumed, quiet=True)
-    assert_same_final_state(straight, resumed, 20)
 
 
 def test_dpg_action_gradients_are_each_steps_own_total_derivative():

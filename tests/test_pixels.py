@@ -149,13 +149,10 @@ def test_a_users_vd4rl_folder_with_a_wrong_action_size_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_path):
     from agent.config import load_config
-    from agent.runner.loop import train
-    from tests.resume import assert_same_final_state, copy_as_killed_after
+    from tests.resume import tiny_random_pixels, train_straight_and_resumed
 
     sets = [
-        f"dataset.dir={tmp_path / 'data'}",
-        "dataset.quality=random",  # needs no policy files
-        "dataset.size=500",
+        *tiny_random_pixels(tmp_path),
         "train.steps=100",
         "train.checkpoint_every=50",
         "train.eval_every=0",
@@ -163,12 +160,8 @@ def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_pa
         "eval.video_every=100",
     ]
     cfg = load_config(["bc_pixels_cartpole_swingup", "debug"], sets)
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(cfg, straight, quiet=True)
+    _, straight, _ = train_straight_and_resumed(cfg, tmp_path, kill_after=50)
     assert list((straight / "videos").glob("*.gif"))  # the frames the agent saw
-    copy_as_killed_after(straight, resumed, 50)
-    train(cfg, resumed, quiet=True)
-    assert_same_final_state(straight, resumed, 100)
 
 
 @pytest.mark.slow

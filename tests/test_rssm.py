@@ -256,13 +256,10 @@ def test_upsample_places_each_channel_group_as_a_pixel_block():
 @pytest.mark.slow
 def test_model_stage_debug_run_reports_open_loop_video_and_resumes_bit_identical(tmp_path):
     from agent.config import load_config
-    from agent.runner.loop import train
-    from tests.resume import assert_same_final_state, copy_as_killed_after
+    from tests.resume import tiny_random_pixels, train_straight_and_resumed
 
     sets = [
-        f"dataset.dir={tmp_path / 'data'}",
-        "dataset.quality=random",  # needs no policy files
-        "dataset.size=500",
+        *tiny_random_pixels(tmp_path),
         "train.steps=20",
         "train.updates_per_call=5",
         "train.log_every=5",
@@ -270,13 +267,9 @@ def test_model_stage_debug_run_reports_open_loop_video_and_resumes_bit_identical
         "train.eval_every=10",
     ]
     cfg = load_config(["model_pixels_cartpole_swingup", "debug"], sets)
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    result = train(cfg, straight, quiet=True)
+    result, straight, _ = train_straight_and_resumed(cfg, tmp_path, kill_after=10)
     assert np.isfinite(result["model/open_loop_mse"])
     assert sorted(p.name for p in (straight / "videos").glob("*.gif")) == [
         "model_open_loop_000000010.gif",
         "model_open_loop_000000020.gif",
     ]
-    copy_as_killed_after(straight, resumed, 10)
-    train(cfg, resumed, quiet=True)
-    assert_same_final_state(straight, resumed, 20)
