@@ -80,12 +80,6 @@ def categorical_kl(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
     return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=(-2, -1))
 
 
-def categorical_entropy(logits: jax.Array) -> jax.Array:
-    """Entropy of factorised categoricals [..., S, C], summed over the S variables."""
-    log_p = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.sum(jnp.exp(log_p) * log_p, axis=(-2, -1))
-
-
 def straight_through_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
     """A one-hot draw from each categorical [..., S, C] whose gradient is that of the
     probabilities: one_hot(sample) + p - sg(p)."""
