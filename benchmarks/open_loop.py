@@ -29,17 +29,17 @@ from agent import replay as replay_lib  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.protocol import Context  # noqa: E402
 from agent.runner.rundir import WORLD_MODEL_DIR  # noqa: E402
-from agent.runner.sources import dataset_arrays, task_spec  # noqa: E402
+from agent.runner.sources import config_task, dataset_arrays, task_spec  # noqa: E402
 from agent.runner.world_models import build_world_model, load_world_model  # noqa: E402
 from agent.world_model.rssm_report import OpenLoopReport  # noqa: E402
-from envs import get_task  # noqa: E402
-from envs.datasets import load_dataset  # noqa: E402
+from envs.datasets import load_task_dataset  # noqa: E402
 
 
 def held_out_windows(cfg, data_seed: int, count: int, length: int, seed: int) -> dict:
-    """`count` windows of `length` transitions from a dataset built with `data_seed`."""
+    """`count` windows of `length` transitions from a dataset built with `data_seed`, its frames
+    at the run's `image_size`."""
     data_cfg = {**cfg.dataset.to_dict(), "seed": data_seed}
-    data = load_dataset(cfg.task, data_cfg)
+    data = load_task_dataset(config_task(cfg), data_cfg)
     replay = replay_lib.HostReplay(dataset_arrays(data))
     return replay.sample_windows(np.random.default_rng(seed), count, length)
 
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--gif", type=Path, default=None)
     args = parser.parse_args()
     cfg = load_config([str(args.run / "config.yaml")])
-    spec = task_spec(get_task(cfg.task))
+    spec = task_spec(config_task(cfg))
     world = build_world_model(cfg, spec, Context())
     params = load_world_model(world, args.run / WORLD_MODEL_DIR, label="--run")
     data_seed = cfg.dataset.seed + 1 if args.data_seed is None else args.data_seed

@@ -32,6 +32,15 @@ def test_pixel_tasks_are_registered_with_image_fields():
         assert task.act_dim == envs.get_task(name).act_dim
 
 
+def test_a_pixel_task_at_another_image_size_renders_at_it():
+    task = envs.get_task("cartpole-swingup-pixels").at_image_size(16)
+    assert task.observation_fields == {"image": ((16, 16, 3), "uint8")}
+    obs, _ = task.make(seed=0).reset(seed=0)
+    assert obs["image"].shape == (16, 16, 3) and obs["image"].dtype == np.uint8
+    hopper = envs.get_task("hopper")
+    assert hopper.at_image_size(16) is hopper  # state tasks have no frames to resize
+
+
 def test_same_seed_same_frames_and_84px_option():
     a, ra = rollout(make_dmc_pixels("cheetah-run-pixels", seed=3, image_size=SIZE), 5, seed=3)
     b, rb = rollout(make_dmc_pixels("cheetah-run-pixels", seed=3, image_size=SIZE), 5, seed=3)
@@ -132,6 +141,13 @@ def test_built_pixel_dataset_is_vd4rl_npz_and_deterministic(tmp_path):
     np.testing.assert_array_equal(data.next_observations["image"][0], first["image"][1])
     np.testing.assert_array_equal(data.actions[0], first["action"][1])
     assert data.episode_ends.sum() == 2 and data.timeouts.sum() == 2
+    from envs.datasets import load_task_dataset
+
+    small = task.at_image_size(16)  # `image_size: 16`: the same 64px folder, resized on loading
+    shrunk = load_task_dataset(small, {"dir": str(tmp_path), "size": 600, "seed": 5})
+    assert shrunk.observations["image"].shape == (1000, 16, 16, 3)
+    np.testing.assert_array_equal(shrunk.actions, data.actions)
+    np.testing.assert_array_equal(shrunk.rewards, data.rewards)
 
 
 def test_a_users_vd4rl_folder_with_a_wrong_action_size_is_one_line(tmp_path):

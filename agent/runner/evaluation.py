@@ -7,14 +7,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-import envs
+from envs import TaskSpec
 
 EVAL_SEED_OFFSET = 10_000  # keeps evaluation resets apart from data-collection seeds
 
 
 def evaluate(
     act: Callable[[np.ndarray], np.ndarray],
-    task_name: str,
+    task: TaskSpec,
     episodes: int,
     seed: int,
     record: bool = False,
@@ -25,8 +25,7 @@ def evaluate(
     Environment i is reset with seed EVAL_SEED_OFFSET + 100 * seed + i, so an evaluation is
     reproducible and never touches the training RNG. Returns (metrics, frames of episode 0).
     """
-    spec = envs.get_task(task_name)
-    environments = [envs.make_env(task_name, render=record and i == 0) for i in range(episodes)]
+    environments = [task.make(render=record and i == 0) for i in range(episodes)]
     obs = _stack(
         [env.reset(seed=EVAL_SEED_OFFSET + 100 * seed + i)[0] for i, env in enumerate(environments)]
     )
@@ -47,7 +46,7 @@ def evaluate(
                 active[i] = False
     for env in environments:
         env.close()
-    scores = np.array([spec.normalized_score(r) for r in returns])
+    scores = np.array([task.normalized_score(r) for r in returns])
     metrics = {
         "eval/return": float(returns.mean()),
         "eval/return_std": float(returns.std()),

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-import envs
 from agent import checkpoint
 from agent import replay as replay_lib
 from agent.config import Config, ConfigError, load_config
@@ -42,6 +41,7 @@ from agent.runner.jax_setup import configure_jax
 from agent.runner.rundir import CHECKPOINT_DIR, CONTEXT_FILE, RESULT_FILE, WORLD_MODEL_DIR
 from agent.runner.sources import (
     EpisodeRunner,
+    config_task,
     dataset_arrays,
     offline_context,
     online_context,
@@ -91,7 +91,7 @@ def check_schedule(cfg: Config, chunk: int, unit: str) -> None:
 def build(cfg: Config, logdir: Path):
     """(agent, replay, context) for a run: data loaded, statistics and world model ready."""
     cls = agent_class(cfg.method)
-    task = envs.get_task(cfg.task)
+    task = config_task(cfg)
     spec = task_spec(task)
     if cls.online:
         agent, replay = cls(cfg, spec, online_context(task, spec)), None
@@ -108,9 +108,9 @@ def build(cfg: Config, logdir: Path):
                 "implemented (set it to null to accept the uncapped sweep)"
             )
     else:
-        from envs.datasets import check_segment_lengths, load_dataset
+        from envs.datasets import check_segment_lengths, load_task_dataset
 
-        data = load_dataset(cfg.task, cfg.dataset)
+        data = load_task_dataset(task, cfg.dataset)
         context = offline_context(task, spec, data)
         if cls.uses_world_model:
             context = prepare_world_model(cfg, spec, context, data, logdir)
@@ -334,7 +334,12 @@ class Loop:
         cfg = self.cfg
         act = policy_fn(self.programs, run.agent)
         metrics, frames = evaluate(
-            act, cfg.task, episodes, cfg.seed, record=record, frame_size=cfg.eval.video_size
+            act,
+            config_task(cfg),
+            episodes,
+            cfg.seed,
+            record=record,
+            frame_size=cfg.eval.video_size,
         )
         self.logger.scalars(step, metrics)
         if record:
@@ -469,7 +474,7 @@ def load_run(logdir: Path) -> tuple[Agent, RunState]:
         raise ConfigError(f"{logdir} holds no run (no config.yaml)")
     cfg = load_config([str(config_path)])
     cls = agent_class(cfg.method)
-    task = envs.get_task(cfg.task)
+    task = config_task(cfg)
     spec = task_spec(task)
     facts = {}
     if not cls.online:
@@ -498,5 +503,6 @@ def evaluate_logdir(logdir: Path, episodes: int | None = None) -> dict:
     agent, run = load_run(logdir)
     cfg = agent.cfg
     count = episodes or cfg.eval.final_episodes
-    metrics, _ = evaluate(policy_fn(Programs(agent), run.agent), cfg.task, count, cfg.seed)
+    act = policy_fn(Programs(agent), run.agent)
+    metrics, _ = evaluate(act, config_task(cfg), count, cfg.seed)
     return {"step": int(run.counters["step"]), "episodes": count, **metrics}

@@ -23,6 +23,12 @@ TRAIN_SEED_OFFSET = 1_000_000  # training resets; evaluation uses 10,000 + 100 *
 PLACEMENTS = ("auto", "device", "host")
 
 
+def config_task(cfg: Config) -> envs.TaskSpec:
+    """The task of a run, seen at `cfg.image_size` when it is a pixel task (see
+    TaskSpec.at_image_size; the RSSM's CNN needs 8, 16, 32, 64 ... px)."""
+    return envs.get_task(cfg.task).at_image_size(cfg.image_size)
+
+
 def task_spec(task) -> Spec:
     """The agent-side description of a task, from its typed observation fields."""
     fields = {
@@ -98,7 +104,7 @@ class EpisodeRunner:
 
     def __init__(self, cfg: Config, counters: dict) -> None:
         self.seed = cfg.seed
-        self.env = envs.make_env(cfg.task)
+        self.env = config_task(cfg).make()
         self.episode = int(counters["episode"])
         self.steps = int(counters["episode_steps"])
         self.ret = float(counters["episode_return"])

@@ -61,10 +61,16 @@ def state_twin(task: TaskSpec) -> TaskSpec:
     return get_task(split_pixel_name(task.name)[0] + REPEAT_SUFFIX)
 
 
+def stored_size(task: TaskSpec) -> int:
+    """The frame size datasets of `task` are built at: its name's (64, or 84 for -pixels84),
+    also when the task is seen at another size (TaskSpec.at_image_size resizes on loading)."""
+    return split_pixel_name(task.name)[1]
+
+
 def vd4rl_folder(root: str | Path, task: TaskSpec, quality: str, size: int, seed: int) -> Path:
     """The folder a built dataset lives in (module docstring)."""
-    name = split_pixel_name(task.name)[0].replace("-", "_")
-    image = task.image_shape[0]
+    name, image = split_pixel_name(task.name)
+    name = name.replace("-", "_")
     return (
         Path(root)
         / f"vd4rl-n{size}-s{seed}"
@@ -103,7 +109,7 @@ def collect_pixel_episodes(
     env_ss, policy_ss, factory_ss = np.random.SeedSequence(seed).spawn(3)
     reset_seeds = env_ss.generate_state(episodes)
     rng = np.random.default_rng(policy_ss)
-    env = task.make(with_state=True, image_size=task.image_shape[0])
+    env = task.make(with_state=True, image_size=stored_size(task))
     try:
         policy = _behaviour(task, quality, env, int(factory_ss.generate_state(1)[0]))
         if hasattr(policy, "prepare"):
@@ -181,7 +187,7 @@ def build_or_reuse_pixels(
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if task.image_shape[0] == 84:  # V-D4RL's 84px layout: hdf5 shards
+    if stored_size(task) == 84:  # V-D4RL's 84px layout: hdf5 shards
         for shard, start in enumerate(range(0, len(collected), SHARD_EPISODES)):
             write_hdf5_shard(tmp / f"{shard}.hdf5", collected[start : start + SHARD_EPISODES])
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +44,18 @@ class TaskSpec:
         if self.image_shape is not None:
             return {"image": (tuple(self.image_shape), "uint8")}
         return {"state": ((self.obs_dim,), "float32")}
+
+    def at_image_size(self, size: int | None) -> TaskSpec:
+        """This pixel task seen at `size` x `size` frames: its simulator renders at that size and
+        its datasets (stored at the name's size) are resized on loading. None, the task's own
+        size, or a state task: the task unchanged (a state task has no frames to resize)."""
+        if size is None or self.image_shape is None or size == self.image_shape[0]:
+            return self
+        return dataclasses.replace(
+            self,
+            image_shape=(size, size, self.image_shape[2]),
+            make=functools.partial(self.make, image_size=size),
+        )
 
     def normalized_score(self, episode_return: float) -> float:
         """100 * (R - ref_min) / (ref_max - ref_min), the D4RL normalised score."""
