@@ -32,11 +32,21 @@ def test_pixel_tasks_are_registered_with_image_fields():
         assert task.act_dim == envs.get_task(name).act_dim
 
 
-def test_a_pixel_task_at_another_image_size_renders_at_it():
-    task = envs.get_task("cartpole-swingup-pixels").at_image_size(16)
+def test_a_pixel_task_at_another_image_size_resizes_as_datasets_are_resized():
+    from envs.tasks.frames import resize_images
+
+    full = envs.get_task("cartpole-swingup-pixels")
+    task = full.at_image_size(16)
     assert task.observation_fields == {"image": ((16, 16, 3), "uint8")}
-    obs, _ = task.make(seed=0).reset(seed=0)
-    assert obs["image"].shape == (16, 16, 3) and obs["image"].dtype == np.uint8
+    small_env, full_env = task.make(seed=0), full.make(seed=0)
+    assert small_env.observation_space["image"].shape == (16, 16, 3)
+    small, _ = small_env.reset(seed=0)
+    big, _ = full_env.reset(seed=0)
+    action = np.full(1, 0.5, np.float32)
+    for _ in range(3):  # the evaluation frames are the 64px frames resized as a dataset's are
+        np.testing.assert_array_equal(small["image"], resize_images(big["image"][None], 16)[0])
+        small, *_ = small_env.step(action)
+        big, *_ = full_env.step(action)
     hopper = envs.get_task("hopper")
     assert hopper.at_image_size(16) is hopper  # state tasks have no frames to resize
 

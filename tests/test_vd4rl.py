@@ -13,11 +13,11 @@ from envs.datasets.vd4rl import (
     load_vd4rl,
     read_hdf5_shards,
     read_npz_episodes,
-    resize_images,
     to_dreamerv3_convention,
     write_hdf5_shard,
     write_npz_episode,
 )
+from envs.tasks.frames import resize_images
 
 
 def make_episode(seed: int = 0, steps: int = 6, size: int = 16, act_dim: int = 2, terminal=False):

@@ -72,6 +72,20 @@ class Rollout(NamedTuple):
     continues: jax.Array  # [H, N]
 
 
+class Targets(NamedTuple):
+    """What one LEQ step's losses regress on, computed once from the frozen model."""
+
+    roll: Rollout
+    returns: jax.Array  # [H, N] continue-masked lambda-returns
+    weights: jax.Array  # [H, N] products of the continues before each step
+    q_mean: jax.Array  # [H, N] the critic's mean at the imagined (s, a)
+    slow_mean: jax.Array  # [H, N] the slow critic's
+    real_feats: jax.Array  # [B, L, F] the windows' posterior features
+    real_actions: jax.Array  # [B, L, A]
+    data_targets: jax.Array  # [B, L] r + gamma_c * Q(s', a' ~ pi)
+    data_slow: jax.Array  # [B, L] the slow critic at the real (s, a)
+
+
 def _adam(lr: float, clip: float) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
 
@@ -195,8 +209,43 @@ class LEQPixelsAgent(Agent):
         return twohot_mean(self.critic_net.apply(critic, feats, actions), self.bins)
 
     def _leq_step(self, state: LEQPixelsState, window: dict, key) -> tuple[LEQPixelsState, dict]:
+        """One LEQ step on the frozen model: targets first, then critic, value and actor, each
+        from the state before this step (the critic's update does not move the actor's Q)."""
         obs_key, img_key, next_key, dpg_key = jax.random.split(key, 4)
         params = sg(state.world)
+        start, t = self._targets(state, params, window, obs_key, img_key, next_key)
+        critic, critic_opt, critic_metrics = self._update_critic(state, t)
+        value, value_opt, v_loss = self._update_value(state, t)
+        low, high = update_return_scale(
+            state.return_low, state.return_high, t.returns, self.return_rate
+        )
+        scale = return_scale(low, high)
+        actor, actor_opt, actor_metrics = self._update_actor(
+            state, params, start, t, scale, dpg_key
+        )
+        slow = polyak(critic, state.slow_critic, self.slow_rate)
+        state = state._replace(
+            actor=actor, critic=critic, slow_critic=slow, value=value, actor_opt=actor_opt,
+            critic_opt=critic_opt, value_opt=value_opt, return_low=low, return_high=high,
+        )  # fmt: skip
+        metrics = {
+            **critic_metrics,
+            **actor_metrics,
+            "leq/value_loss": v_loss,
+            "leq/imagined_return": jnp.mean(t.returns),
+            "leq/imagined_reward": jnp.mean(t.roll.rewards),
+            "leq/imagined_continue": jnp.mean(t.roll.continues),
+            "leq/lambda_return_gap": jnp.mean(t.returns - t.q_mean),
+            "leq/q_mean": jnp.mean(t.q_mean),
+            "leq/data_target": jnp.mean(t.data_targets),
+            "leq/return_scale": scale,
+        }
+        return state, metrics
+
+    def _targets(self, state, params, window, obs_key, img_key, next_key):
+        """(start latents, Targets): the windows filtered by the posterior, H imagined steps
+        from every latent, their continue-masked lambda-returns (returns.py), and the replay
+        critic's targets r + gamma_c * Q(s', a' ~ pi) on the windows' real transitions."""
         seq = sequence_from_window(window)
         latents, _, _ = self.world.observe_sequence(params, seq["images"], seq["actions"], obs_key)
         latents = jax.tree.map(sg, latents)
@@ -205,46 +254,68 @@ class LEQPixelsAgent(Agent):
         roll = self._imagine(params, state.actor, start, img_key)
         h = self.horizon
         q_all = self._q_mean(state.critic, roll.feats, roll.actions)  # [H+1, N]
-        returns = continue_lambda_returns(roll.rewards, roll.continues, q_all, self.lam)
-        weights = trajectory_weights(roll.continues)
-        feats, actions, q_mean = roll.feats[:h], roll.actions[:h], q_all[:h]
-        slow_mean = self._q_mean(state.slow_critic, feats, actions)
-        # the replay critic loss: real transitions of the windows, a' ~ pi at the next latent
+        feats, actions = roll.feats[:h], roll.actions[:h]
         _, next_action = self._sample_action(state.actor, real_feats[:, 1:], next_key)
         next_q = self._q_mean(state.critic, real_feats[:, 1:], next_action)
-        targets = losses.data_targets(
-            seq["rewards"], seq["masks"], next_q, self.world.cfg.cont_horizon
+        return start, Targets(
+            roll=roll,
+            returns=continue_lambda_returns(roll.rewards, roll.continues, q_all, self.lam),
+            weights=trajectory_weights(roll.continues),
+            q_mean=q_all[:h],
+            slow_mean=self._q_mean(state.slow_critic, feats, actions),
+            real_feats=real_feats[:, :-1],
+            real_actions=seq["actions"],
+            data_targets=losses.data_targets(
+                seq["rewards"], seq["masks"], next_q, self.world.cfg.cont_horizon
+            ),
+            data_slow=self._q_mean(state.slow_critic, real_feats[:, :-1], seq["actions"]),
         )
-        data_slow = self._q_mean(state.slow_critic, real_feats[:, :-1], seq["actions"])
+
+    def _update_critic(self, state: LEQPixelsState, t: Targets):
+        """Imagined lower-expectile loss + data_scale * replay loss (losses.py), one Adam step."""
+        h = self.horizon
+        feats, actions = t.roll.feats[:h], t.roll.actions[:h]
 
         def critic_loss(critic):
             imagined = losses.imagined_critic_loss(
                 self.critic_net.apply(critic, feats, actions),
-                returns, q_mean, slow_mean, weights, self.tau, self.slowreg, self.bins,
+                t.returns, t.q_mean, t.slow_mean, t.weights, self.tau, self.slowreg, self.bins,
             )  # fmt: skip
             data = losses.data_critic_loss(
-                self.critic_net.apply(critic, real_feats[:, :-1], seq["actions"]),
-                targets, data_slow, self.slowreg, self.bins,
+                self.critic_net.apply(critic, t.real_feats, t.real_actions),
+                t.data_targets, t.data_slow, self.slowreg, self.bins,
             )  # fmt: skip
             return imagined + self.data_scale * data, (imagined, data)
 
-        (c_loss, (c_imagined, c_data)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
+        (loss, (imagined, data)), grads = jax.value_and_grad(critic_loss, has_aux=True)(
             state.critic
         )
-        updates, critic_opt = self.critic_tx.update(c_grads, state.critic_opt, state.critic)
-        critic = optax.apply_updates(state.critic, updates)
+        updates, opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
+        metrics = {
+            "leq/critic_loss": loss,
+            "leq/critic_imagined_loss": imagined,
+            "leq/critic_data_loss": data,
+        }
+        return optax.apply_updates(state.critic, updates), opt, metrics
+
+    def _update_value(self, state: LEQPixelsState, t: Targets):
+        """The baseline V(s) regresses the critic's imagined Q values, one Adam step."""
+        feats = t.roll.feats[: self.horizon]
 
         def value_loss(value):
-            return losses.value_loss(self.value_net.apply(value, feats), q_mean, weights, self.bins)
+            return losses.value_loss(
+                self.value_net.apply(value, feats), t.q_mean, t.weights, self.bins
+            )
 
-        v_loss, v_grads = jax.value_and_grad(value_loss)(state.value)
-        updates, value_opt = self.value_tx.update(v_grads, state.value_opt, state.value)
-        value = optax.apply_updates(state.value, updates)
+        loss, grads = jax.value_and_grad(value_loss)(state.value)
+        updates, opt = self.value_tx.update(grads, state.value_opt, state.value)
+        return optax.apply_updates(state.value, updates), opt, loss
 
-        low, high = update_return_scale(
-            state.return_low, state.return_high, returns, self.return_rate
-        )
-        scale = return_scale(low, high)
+    def _update_actor(self, state: LEQPixelsState, params, start, t: Targets, scale, dpg_key):
+        """REINFORCE on the normalised lower-expectile advantage (losses.actor_loss), or with
+        `actor_objective: dpg` the per-step action gradients through the model (dpg.py)."""
+        h = self.horizon
+        feats = t.roll.feats[:h]
         baseline = twohot_mean(self.value_net.apply(state.value, feats), self.bins)
         if self.actor_objective == "dpg":
             found = dpg.action_gradients(
@@ -262,39 +333,18 @@ class LEQPixelsAgent(Agent):
                 )
                 return loss, jnp.mean(losses.gaussian_entropy(std))
             mean, std = self.actor_net.apply(actor, feats)
-            log_prob = losses.tanh_gaussian_log_prob(roll.pre_tanh[:h], mean, std)
+            log_prob = losses.tanh_gaussian_log_prob(t.roll.pre_tanh[:h], mean, std)
             entropy = losses.gaussian_entropy(std)
             loss = losses.actor_loss(
-                log_prob, entropy, returns, q_mean, baseline, weights, scale, self.tau,
+                log_prob, entropy, t.returns, t.q_mean, baseline, t.weights, scale, self.tau,
                 self.entropy_coef,
             )  # fmt: skip
             return loss, jnp.mean(entropy)
 
-        (a_loss, entropy), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
-        updates, actor_opt = self.actor_tx.update(a_grads, state.actor_opt, state.actor)
-        actor = optax.apply_updates(state.actor, updates)
-
-        slow = polyak(critic, state.slow_critic, self.slow_rate)
-        state = state._replace(
-            actor=actor, critic=critic, slow_critic=slow, value=value, actor_opt=actor_opt,
-            critic_opt=critic_opt, value_opt=value_opt, return_low=low, return_high=high,
-        )  # fmt: skip
-        metrics = {
-            "leq/critic_loss": c_loss,
-            "leq/critic_imagined_loss": c_imagined,
-            "leq/critic_data_loss": c_data,
-            "leq/value_loss": v_loss,
-            "leq/actor_loss": a_loss,
-            "leq/actor_entropy": entropy,
-            "leq/imagined_return": jnp.mean(returns),
-            "leq/imagined_reward": jnp.mean(roll.rewards),
-            "leq/imagined_continue": jnp.mean(roll.continues),
-            "leq/lambda_return_gap": jnp.mean(returns - q_mean),
-            "leq/q_mean": jnp.mean(q_mean),
-            "leq/data_target": jnp.mean(targets),
-            "leq/return_scale": scale,
-        }
-        return state, metrics
+        (loss, entropy), grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
+        updates, opt = self.actor_tx.update(grads, state.actor_opt, state.actor)
+        metrics = {"leq/actor_loss": loss, "leq/actor_entropy": entropy}
+        return optax.apply_updates(state.actor, updates), opt, metrics
 
     # ---------------------------------------------------------------------------- acting ----
     def policy(self, state: LEQPixelsState, carry, obs, mode, key):

@@ -109,7 +109,7 @@ def collect_pixel_episodes(
     env_ss, policy_ss, factory_ss = np.random.SeedSequence(seed).spawn(3)
     reset_seeds = env_ss.generate_state(episodes)
     rng = np.random.default_rng(policy_ss)
-    env = task.make(with_state=True, image_size=stored_size(task))
+    env = task.make(with_state=True, image_size=stored_size(task), resize_to=None)
     try:
         policy = _behaviour(task, quality, env, int(factory_ss.generate_state(1)[0]))
         if hasattr(policy, "prepare"):

@@ -55,9 +55,9 @@ from typing import Any
 
 import h5py
 import numpy as np
-from PIL import Image
 
 from envs.datasets.errors import DatasetError
+from envs.tasks.frames import resize_images
 
 Episode = dict[str, np.ndarray]
 
@@ -523,26 +523,6 @@ def find_vd4rl(root: str | os.PathLike, task: str, quality: str, size: int | str
             )
         folder = child
     return folder
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 frames [T, H, W, 3] to [T, size, size, 3] with PIL's bicubic filter.
-
-    LEQ_DV3 resizes V-D4RL's 84px frames to 64 with OpenCV's INTER_CUBIC
-    (`data/v-d4rl/hdf5_to_npz.py`); OpenCV is not installed here, and PIL's bicubic filter
-    (a = -0.5, widened when shrinking, so it also anti-aliases) is the closest one: pixel values
-    can differ from LEQ_DV3's by a few levels. Frames already at `size` are returned unchanged.
-    """
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"resize_images: expected uint8 [T, H, W, 3], got {images.shape}")
-    if images.shape[1:3] == (size, size):
-        return images
-    out = np.empty((len(images), size, size, 3), np.uint8)
-    for t, frame in enumerate(images):
-        resized = Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC)
-        out[t] = np.asarray(resized)
-    return out
 
 
 def load_vd4rl(path: str | os.PathLike, image_size: int | None = 64) -> list[Episode]:

@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
 from envs.tasks.dmc import DMC_EPISODE_STEPS, DMC_TASKS, DmcEnv
+from envs.tasks.frames import ResizedFrames
 from envs.tasks.rendering import FrameRenderer
 
 ACTION_REPEAT = 2  # V-D4RL
@@ -98,14 +99,18 @@ def make_dmc_pixels(
     action_repeat: int = ACTION_REPEAT,
     with_state: bool = False,
     fast_render: bool = False,
+    resize_to: int | None = None,
     **_unused,
 ) -> gym.Env:
     """Build `<domain-task>-pixels` / `-pixels84` (500 steps of action repeat 2 by default,
-    truncated); `image_size` overrides the name's frame size."""
+    truncated); `image_size` overrides the name's frame size (the size it renders at);
+    `resize_to` resizes the rendered frames as datasets are resized on loading (frames.py)."""
     base, size = split_pixel_name(name)
     image_size = size if image_size is None else image_size
     domain, task = DMC_TASKS[base]
     env = DmcPixelEnv(domain, task, seed, image_size, action_repeat, with_state, fast_render)
     steps = DMC_EPISODE_STEPS // env.action_repeat
     env.spec = EnvSpec(id=name, max_episode_steps=steps)
+    if resize_to is not None and resize_to != image_size:
+        env = ResizedFrames(env, resize_to)
     return gym.wrappers.TimeLimit(env, max_episode_steps=steps)

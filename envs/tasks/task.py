@@ -46,15 +46,17 @@ class TaskSpec:
         return {"state": ((self.obs_dim,), "float32")}
 
     def at_image_size(self, size: int | None) -> TaskSpec:
-        """This pixel task seen at `size` x `size` frames: its simulator renders at that size and
-        its datasets (stored at the name's size) are resized on loading. None, the task's own
-        size, or a state task: the task unchanged (a state task has no frames to resize)."""
+        """This pixel task seen at `size` x `size` frames. Its datasets stay stored at the name's
+        size and are resized on loading; its simulator renders at the name's size too and
+        resizes each frame with the same function (envs/tasks/frames.py), so training and
+        evaluation see the same pixels. None, the task's own size, or a state task: the task
+        unchanged (a state task has no frames to resize)."""
         if size is None or self.image_shape is None or size == self.image_shape[0]:
             return self
         return dataclasses.replace(
             self,
             image_shape=(size, size, self.image_shape[2]),
-            make=functools.partial(self.make, image_size=size),
+            make=functools.partial(self.make, resize_to=size),
         )
 
     def normalized_score(self, episode_return: float) -> float:
