@@ -44,9 +44,39 @@ def test_continue_lambda_returns_match_the_closed_form():
     continues = rng.uniform(0.0, 1.0, size=(h, n))
     q = rng.normal(size=(h + 1, n))
     got = continue_lambda_returns(
-        jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), 0.95
+        jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), 0.95, masks="per_step"
     )
     np.testing.assert_allclose(got, slow_lambda_returns(rewards, continues, q, 0.95), rtol=1e-5)
+
+
+def test_leq_dv3_cumulative_masks_against_a_loop():
+    """§3.3(c) with alive masks M_t = c_1 ... c_t: y_t = M_t r_t+1 + M_t+1 G_t+1."""
+    rng = np.random.default_rng(3)
+    h, n, lam = 4, 3, 0.9
+    rewards = rng.normal(size=(h, n))
+    continues = rng.uniform(0.5, 1.0, size=(h, n))
+    q = rng.normal(size=(h + 1, n))
+    expected = np.zeros((h, n))
+    for b in range(n):
+        alive = np.cumprod(np.r_[1.0, continues[:, b]])  # M_0 .. M_H
+        g, k = q[h, b], 1.0
+        for t in reversed(range(h)):
+            y = alive[t] * rewards[t, b] + alive[t + 1] * g
+            g = (q[t, b] + lam * k * y) / (1 + lam * k)
+            k = 1 + lam * k
+            expected[t, b] = g
+    got = continue_lambda_returns(jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), lam)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    per_step = continue_lambda_returns(
+        jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), lam, masks="per_step"
+    )
+    assert not np.allclose(got[:-1], per_step[:-1])  # soft continues: the forms differ
+    ones = jnp.ones((h, n))
+    np.testing.assert_allclose(  # hard continues: they agree
+        continue_lambda_returns(jnp.asarray(rewards), ones, jnp.asarray(q), lam),
+        continue_lambda_returns(jnp.asarray(rewards), ones, jnp.asarray(q), lam, "per_step"),
+        rtol=1e-6,
+    )
 
 
 def test_a_zero_continue_cuts_the_return():
@@ -61,6 +91,8 @@ def test_a_zero_continue_cuts_the_return():
 def test_trajectory_weights_are_the_cumulative_continues():
     c = jnp.array([[0.5, 1.0], [0.5, 0.0], [0.9, 1.0]])
     np.testing.assert_allclose(trajectory_weights(c), [[1.0, 1.0], [0.5, 1.0], [0.25, 0.0]])
+    with_last = trajectory_weights(c, with_last=True)
+    np.testing.assert_allclose(with_last, [[1.0, 1.0], [0.5, 1.0], [0.25, 0.0], [0.225, 0.0]])
 
 
 def test_return_scale_tracks_percentiles_and_never_scales_up():

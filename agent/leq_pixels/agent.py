@@ -24,11 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from agent import optimizers
 from agent import replay as replay_lib
 from agent.config import ConfigError
 from agent.distributions import twohot_bins, twohot_mean
 from agent.leq_pixels import dpg, losses, networks
 from agent.leq_pixels.returns import (
+    RETURN_MASKS,
     continue_lambda_returns,
     return_scale,
     trajectory_weights,
@@ -47,6 +49,7 @@ from agent.world_model.rssm_training import (
 
 MODEL, LEQ = "model", "leq"
 ACTOR_OBJECTIVES = ("reinforce", "dpg")
+ANNEALS = ("cosine", "none")
 sg = jax.lax.stop_gradient
 
 
@@ -76,18 +79,14 @@ class Targets(NamedTuple):
     """What one LEQ step's losses regress on, computed once from the frozen model."""
 
     roll: Rollout
-    returns: jax.Array  # [H, N] continue-masked lambda-returns
-    weights: jax.Array  # [H, N] products of the continues before each step
-    q_mean: jax.Array  # [H, N] the critic's mean at the imagined (s, a)
+    returns: jax.Array  # [H+1, N] continue-masked lambda-returns G_0..G_{H-1}, then G_H = Q_H
+    weights: jax.Array  # [H+1, N] products of the continues before each step
+    q_mean: jax.Array  # [H+1, N] the critic's mean at the imagined (s, a)
     slow_mean: jax.Array  # [H, N] the slow critic's
     real_feats: jax.Array  # [B, L, F] the windows' posterior features
     real_actions: jax.Array  # [B, L, A]
     data_targets: jax.Array  # [B, L] r + gamma_c * Q(s', a' ~ pi)
     data_slow: jax.Array  # [B, L] the slow critic at the real (s, a)
-
-
-def _adam(lr: float, clip: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
 
 
 class LEQPixelsAgent(Agent):
@@ -118,6 +117,12 @@ class LEQPixelsAgent(Agent):
         self.slowreg, self.slow_rate = float(c.slowreg), float(c.slow_rate)
         self.entropy_coef, self.data_scale = float(c.entropy), float(c.data_scale)
         self.return_rate = float(c.return_rate)
+        if c.return_masks not in RETURN_MASKS:
+            raise ConfigError(
+                f"leq_pixels.return_masks='{c.return_masks}' is not one of: "
+                f"{', '.join(RETURN_MASKS)}"
+            )
+        self.return_masks = c.return_masks
         if c.actor_objective not in ACTOR_OBJECTIVES:
             raise ConfigError(
                 f"leq_pixels.actor_objective='{c.actor_objective}' is not one of: "
@@ -129,9 +134,24 @@ class LEQPixelsAgent(Agent):
         self.actor_net = networks.actor_net(hidden, spec.act_dim)
         self.critic_net = networks.critic_net(hidden, len(self.bins))
         self.value_net = networks.value_net(hidden, len(self.bins))
-        self.actor_tx = _adam(c.actor_lr, c.grad_clip)
-        self.critic_tx = _adam(c.critic_lr, c.grad_clip)
-        self.value_tx = _adam(c.critic_lr, c.grad_clip)
+        self.actor_tx = self._optimizer(c, c.actor_lr, cfg.train.steps - self.model_steps)
+        self.critic_tx = self._optimizer(c, c.critic_lr, cfg.train.steps - self.model_steps)
+        self.value_tx = self._optimizer(c, c.critic_lr, cfg.train.steps - self.model_steps)
+
+    @staticmethod
+    def _optimizer(c, lr: float, leq_steps: int) -> optax.GradientTransformation:
+        """`leq_pixels.optimizer` at `lr`, warmed up and annealed over the LEQ phase."""
+        if c.optimizer not in optimizers.OPTIMIZERS:
+            raise ConfigError(
+                f"leq_pixels.optimizer='{c.optimizer}' is not one of: "
+                f"{', '.join(optimizers.OPTIMIZERS)}"
+            )
+        if c.anneal not in ANNEALS:
+            raise ConfigError(f"leq_pixels.anneal='{c.anneal}' is not one of: {', '.join(ANNEALS)}")
+        schedule = optimizers.lr_schedule(lr, int(c.warmup), leq_steps, c.anneal)
+        if c.optimizer == "laprop":
+            return optimizers.laprop(schedule, float(c.agc))
+        return optimizers.adam(schedule, float(c.grad_clip))
 
     # ---------------------------------------------------------------------------- state ----
     def init(self, key: jax.Array, spec: Spec) -> LEQPixelsState:
@@ -235,7 +255,7 @@ class LEQPixelsAgent(Agent):
             "leq/imagined_return": jnp.mean(t.returns),
             "leq/imagined_reward": jnp.mean(t.roll.rewards),
             "leq/imagined_continue": jnp.mean(t.roll.continues),
-            "leq/lambda_return_gap": jnp.mean(t.returns - t.q_mean),
+            "leq/lambda_return_gap": jnp.mean(t.returns[:-1] - t.q_mean[:-1]),
             "leq/q_mean": jnp.mean(t.q_mean),
             "leq/data_target": jnp.mean(t.data_targets),
             "leq/return_scale": scale,
@@ -255,13 +275,16 @@ class LEQPixelsAgent(Agent):
         h = self.horizon
         q_all = self._q_mean(state.critic, roll.feats, roll.actions)  # [H+1, N]
         feats, actions = roll.feats[:h], roll.actions[:h]
+        returns = continue_lambda_returns(
+            roll.rewards, roll.continues, q_all, self.lam, self.return_masks
+        )
         _, next_action = self._sample_action(state.actor, real_feats[:, 1:], next_key)
         next_q = self._q_mean(state.critic, real_feats[:, 1:], next_action)
         return start, Targets(
             roll=roll,
-            returns=continue_lambda_returns(roll.rewards, roll.continues, q_all, self.lam),
-            weights=trajectory_weights(roll.continues),
-            q_mean=q_all[:h],
+            returns=jnp.concatenate([returns, q_all[-1:]], axis=0),
+            weights=trajectory_weights(roll.continues, with_last=True),
+            q_mean=q_all,
             slow_mean=self._q_mean(state.slow_critic, feats, actions),
             real_feats=real_feats[:, :-1],
             real_actions=seq["actions"],
@@ -273,13 +296,14 @@ class LEQPixelsAgent(Agent):
 
     def _update_critic(self, state: LEQPixelsState, t: Targets):
         """Imagined lower-expectile loss + data_scale * replay loss (losses.py), one Adam step."""
-        h = self.horizon
+        h = self.horizon  # steps t < H: G_H = Q_H would be the critic's own target
         feats, actions = t.roll.feats[:h], t.roll.actions[:h]
+        returns, q_mean, weights = t.returns[:h], t.q_mean[:h], t.weights[:h]
 
         def critic_loss(critic):
             imagined = losses.imagined_critic_loss(
                 self.critic_net.apply(critic, feats, actions),
-                t.returns, t.q_mean, t.slow_mean, t.weights, self.tau, self.slowreg, self.bins,
+                returns, q_mean, t.slow_mean, weights, self.tau, self.slowreg, self.bins,
             )  # fmt: skip
             data = losses.data_critic_loss(
                 self.critic_net.apply(critic, t.real_feats, t.real_actions),
@@ -299,8 +323,8 @@ class LEQPixelsAgent(Agent):
         return optax.apply_updates(state.critic, updates), opt, metrics
 
     def _update_value(self, state: LEQPixelsState, t: Targets):
-        """The baseline V(s) regresses the critic's imagined Q values, one Adam step."""
-        feats = t.roll.feats[: self.horizon]
+        """The baseline V(s) regresses the critic's imagined Q values at t = 0..H, one step."""
+        feats = t.roll.feats
 
         def value_loss(value):
             return losses.value_loss(
@@ -312,17 +336,16 @@ class LEQPixelsAgent(Agent):
         return optax.apply_updates(state.value, updates), opt, loss
 
     def _update_actor(self, state: LEQPixelsState, params, start, t: Targets, scale, dpg_key):
-        """REINFORCE on the normalised lower-expectile advantage (losses.actor_loss), or with
-        `actor_objective: dpg` the per-step action gradients through the model (dpg.py)."""
-        h = self.horizon
-        feats = t.roll.feats[:h]
+        """REINFORCE on the normalised lower-expectile advantage at t = 0..H (losses.actor_loss),
+        or with `actor_objective: dpg` the per-step action gradients through the model (dpg.py)."""
+        feats = t.roll.feats
         baseline = twohot_mean(self.value_net.apply(state.value, feats), self.bins)
         if self.actor_objective == "dpg":
             found = dpg.action_gradients(
                 self.world, params,
                 lambda f: jnp.tanh(self.actor_net.apply(state.actor, f)[0]),
                 lambda f, a: self._q_mean(state.critic, f, a),
-                start, dpg_key, self.horizon, self.lam,
+                start, dpg_key, self.horizon, self.lam, self.return_masks,
             )  # fmt: skip
 
         def actor_loss(actor):
@@ -333,8 +356,8 @@ class LEQPixelsAgent(Agent):
                 )
                 return loss, jnp.mean(losses.gaussian_entropy(std))
             mean, std = self.actor_net.apply(actor, feats)
-            log_prob = losses.tanh_gaussian_log_prob(t.roll.pre_tanh[:h], mean, std)
-            entropy = losses.gaussian_entropy(std)
+            log_prob = losses.tanh_gaussian_log_prob(t.roll.pre_tanh, mean, std)
+            entropy = -log_prob  # LEQ_DV3: the sampled action's surprise, tanh included
             loss = losses.actor_loss(
                 log_prob, entropy, t.returns, t.q_mean, baseline, t.weights, scale, self.tau,
                 self.entropy_coef,

@@ -45,9 +45,10 @@ def action_gradients(
     key: jax.Array,
     horizon: int,
     lam: float,
+    masks: str = "cumulative",
 ) -> DpgRollout:
     """g_t = dG_t / d delta_t for every step (module docstring); act_fn(feat) -> action,
-    q_fn(feat, action) -> Q, start: latents [N, ...]."""
+    q_fn(feat, action) -> Q, start: latents [N, ...]; `masks` as continue_lambda_returns."""
     keys = jax.random.split(key, horizon)
 
     def rollout(delta):
@@ -64,7 +65,7 @@ def action_gradients(
         q_last = q_fn(last_feat, jnp.clip(act_fn(last_feat) + delta[-1], -1.0, 1.0))
         q = jnp.concatenate([qs, q_last[None]], axis=0)
         returns = jnp.concatenate(
-            [continue_lambda_returns(rewards, conts, q, lam), q_last[None]], axis=0
+            [continue_lambda_returns(rewards, conts, q, lam, masks), q_last[None]], axis=0
         )
         feats = jnp.concatenate([feats, last_feat[None]], axis=0)
         return jnp.sum(returns, axis=1), (returns, q, feats)

@@ -1,7 +1,8 @@
 """The losses of LEQ from pixels (algorithms.md §3.10), as pure functions.
 
-Shapes: imagined steps [H, N] (t = 0..H-1), two-hot logits [.., bins]; `weights` are the
-trajectory weights prod_{k<=t} c_k (returns.trajectory_weights), held constant.
+Shapes: imagined steps [T, N] (the critic: t = 0..H-1; value and actor: t = 0..H, with
+G_H = Q_H), two-hot logits [.., bins]; `weights` are the trajectory weights prod_{k<=t} c_k
+(returns.trajectory_weights), held constant.
 
     critic (imagined)  -sg(weight_t) [ w_t log p_Q(G_t | s_t, a_t)
                                        + slowreg log p_Q(Qslow_t | s_t, a_t) ],
@@ -10,7 +11,7 @@ trajectory weights prod_{k<=t} c_k (returns.trajectory_weights), held constant.
                        y_t = r_t + m_t (1 - 1/horizon) Q(s_{t+1}, a' ~ pi)   on replay windows
     value              -sg(weight_t) log p_V(Q_t | s_t)
     actor (REINFORCE)  -sg(weight_t) [ log pi(a_t | s_t) sg(w_t (G_t - V_t) / S)
-                                       + eta H[pi(. | s_t)] ],
+                                       + eta H_t ],  H_t = -log pi(a_t | s_t) (LEQ_DV3)
                        w_t = tau if G_t > Q_t else 1 - tau,  S = max(1, P95(G) - P5(G))
 """
 
@@ -80,7 +81,7 @@ def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, std: jax.Array) -> jax
 
 def gaussian_entropy(std: jax.Array) -> jax.Array:
     """Entropy of the pre-tanh Gaussian, sum_i 0.5 log(2 pi e std_i^2) (the tanh's own
-    correction has no closed form; DreamerV3 regularises this one too)."""
+    correction has no closed form); the DPG actor's entropy metric."""
     return jnp.sum(0.5 * LOG_2PI_E + jnp.log(std), axis=-1)
 
 
@@ -95,7 +96,7 @@ def actor_loss(
     tau: float,
     entropy_coef: float,
 ) -> jax.Array:
-    """Mean over [H, N] of LEQ_DV3's REINFORCE actor loss (module docstring)."""
+    """Mean over [H+1, N] of LEQ_DV3's REINFORCE actor loss (module docstring)."""
     w = lower_expectile_weight(returns, q_mean, tau)
     advantage = sg(w * (returns - baseline) / scale)
     return jnp.mean(sg(weights) * -(log_prob * advantage + entropy_coef * entropy))

@@ -1,4 +1,5 @@
-"""Command line: `python run.py [train|eval|collect|export] ...`; no subcommand means `train`.
+"""Command line: `python run.py [train|eval|collect|export|sweep] ...`; no subcommand means
+`train`.
 
 User mistakes (a missing config, an unknown key, a wrong type, a bad dataset file) print one line,
 `error: ...`, and exit with status 2; nothing already saved is touched.
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = ("train", "eval", "collect", "export")
+SUBCOMMANDS = ("train", "eval", "collect", "export", "sweep")
 USER_ERROR = 2
 
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and evaluate world-model agents (LEQ, VEM, GEM) and baselines "
         "(BC, SAC, TD3).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,collect,export}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,collect,export,sweep}")
 
     train = sub.add_parser(
         "train",
@@ -83,7 +84,36 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
     )
     add_export_arguments(export)
+    _add_sweep_parser(sub)
     return parser
+
+
+def _add_sweep_parser(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="train a grid of configs x seeds (on Ray when installed) and tabulate the results",
+        description="Train one run per grid point and seed (Ray tasks when Ray is installed, "
+        "else one after another), skipping finished runs and resuming interrupted ones; then "
+        "write ROOT/results.csv, ROOT/results.md and ROOT/curves_<task>.png.",
+    )
+    _add_config_flags(sweep)
+    sweep.add_argument("--seeds", default="0", help="seeds: a range 0-4 or a list 0,2,7")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values, e.g. --grid method=leq,vem,bc; repeatable (the "
+        "runs are every combination)",
+    )
+    sweep.add_argument(
+        "--root", type=Path, help="sweep folder (default: runs/sweep-<config names>)"
+    )
+    sweep.add_argument(
+        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)"
+    )
+    sweep.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run")
+    sweep.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run")
 
 
 def default_logdir(config_names: list[str]) -> Path:
@@ -156,6 +186,22 @@ def dataset_summary(task_name: str, path: Path) -> str:
     )
 
 
+def _cmd_sweep(args) -> int:
+    from agent.runner.sweep import expand, parse_grid, parse_seeds, run_sweep
+    from agent.runner.sweep_report import write_report
+
+    names = args.config or ["default"]
+    root = args.root or Path("runs") / f"sweep-{default_logdir(names).name}"
+    grid, seeds = parse_grid(args.grid), parse_seeds(args.seeds)
+    runs = expand(names, args.overrides, grid, seeds, root)
+    print(f"sweep: {len(runs)} runs in {root}", flush=True)
+    run_sweep(names, runs, args.address, args.cpus_per_run, args.gpus_per_run)
+    command = " ".join(["python run.py", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else ""
+    for path in write_report(names, runs, root, command or "python run.py sweep"):
+        print(f"wrote {path}", flush=True)
+    return 0
+
+
 def _cmd_export(args) -> int:
     from envs.datasets.export import run_export
 
@@ -167,6 +213,7 @@ COMMANDS = {
     "eval": _cmd_eval,
     "collect": _cmd_collect,
     "export": _cmd_export,
+    "sweep": _cmd_sweep,
 }
 
 
