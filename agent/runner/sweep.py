@@ -84,8 +84,8 @@ def expand(
     configs: list[str], overrides: list[str], grid: list[tuple[str, list[str]]],
     seeds: list[int], root: Path,
 ) -> list[SweepRun]:  # fmt: skip
-    """Every (grid point, seed) as a SweepRun; each config is loaded once here, so a bad key or
-    value stops the sweep with one line before any run starts."""
+    """Every (grid point, seed) as a SweepRun; each config is loaded and its method and task
+    looked up here, so a bad key or value stops the sweep with one line before any run starts."""
     keys = [k for k, _ in grid]
     runs = []
     for choice in itertools.product(*(values for _, values in grid)):
@@ -94,9 +94,18 @@ def expand(
         folder = root / ",".join(point) if point else root
         for seed in seeds:
             run_overrides = (*overrides, *point, f"seed={seed}")
-            load_config(configs, run_overrides)
+            _check(load_config(configs, run_overrides))
             runs.append(SweepRun(values, seed, run_overrides, folder / f"seed{seed}"))
     return runs
+
+
+def _check(cfg) -> None:
+    """What `train` would reject only after creating the run folder: the method and task."""
+    import envs
+    from agent.methods import agent_class
+
+    agent_class(cfg.method)
+    envs.get_task(cfg.task)
 
 
 def is_finished(run: SweepRun, configs: list[str]) -> bool:

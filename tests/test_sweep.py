@@ -1,0 +1,69 @@
+"""`run.py sweep`: grid and seed parsing, a debug sweep on Ray that a rerun skips, and the
+in-process fallback without Ray."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import pytest
+
+from agent.config import ConfigError
+from agent.runner.cli import main
+from agent.runner.sweep import parse_grid, parse_seeds
+
+# Two quick debug runs per method: BC and VEM on the debug-sized maze2d-medium data.
+QUICK = ["--config", "default", "--config", "debug", "--set", "train.steps=300",
+         "--set", "eval.final_episodes=2"]  # fmt: skip
+
+
+def test_seeds_and_grid_parse_and_bad_ones_name_the_problem():
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0,2,7") == [0, 2, 7] and parse_seeds("3") == [3]
+    for bad in ("4-0", "a", "0,0", ""):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad)
+    assert parse_grid(["task=hopper,walker2d", "method=leq"]) == [
+        ("task", ["hopper", "walker2d"]), ("method", ["leq"])
+    ]  # fmt: skip
+    for bad in (["task"], ["task="], ["a=1", "a=2"], ["seed=1,2"]):
+        with pytest.raises(ConfigError, match="--grid"):
+            parse_grid(bad)
+
+
+def test_a_bad_grid_value_stops_before_any_run(tmp_path, capsys):
+    code = main(["sweep", *QUICK, "--grid", "method=bc,nope", "--root", str(tmp_path / "s")])
+    assert code == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_a_debug_sweep_on_ray_writes_its_table_and_plot_and_a_rerun_skips_it(tmp_path, capsys):
+    pytest.importorskip("ray")  # in the test extra; the fallback test covers its absence
+    root = tmp_path / "sweep"
+    args = ["sweep", *QUICK, "--set", f"dataset.dir={tmp_path / 'data'}",
+            "--grid", "method=bc,vem", "--seeds", "0-1", "--root", str(root)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "local Ray instance" in out and out.count("done ") == 4
+    with (root / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["grid point"] for r in rows] == ["method=bc", "method=vem"]
+    assert all(r["runs"] == "2" and r["score mean"] and r["wall s"] for r in rows)
+    assert "| method=vem | maze2d-medium | vem | 2 |" in (root / "results.md").read_text()
+    assert (root / "curves_maze2d-medium.png").stat().st_size > 0
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert again.count("skip ") == 4 and "done " not in again and "Ray" not in again
+
+
+def test_without_ray_the_runs_go_one_after_another_in_process(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    root = tmp_path / "sweep"
+    args = ["sweep", *QUICK, "--set", f"dataset.dir={tmp_path / 'data'}",
+            "--set", "method=bc", "--set", "train.steps=100", "--root", str(root)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Ray is not installed" in out and "[1/1]" in out
+    assert (root / "seed0" / "result.json").exists() and (root / "results.md").exists()
