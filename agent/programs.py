@@ -7,7 +7,7 @@ per (phase, length). The keys are counter-based, so a chunk is a pure function o
     key of train step t   = fold_in(fold_in(rng, 1), t)
     key of begin_chunk(t) = fold_in(fold_in(rng, 2), t)      (t = steps done before the chunk)
 
-Later vmaps over seeds and device meshes wrap these programs here, not in the agents.
+`seeds_chunk` vmaps a chunk over seeds (agent/runner/seeds.py); the agents never see it.
 Also here: `apply_gradients`, the optimiser step every agent uses (it reports the gradient norm).
 """
 
@@ -61,9 +61,10 @@ def _chunk_means(metrics: dict) -> dict:
 class Programs:
     """Compiled programs of one agent, built on first use and cached."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, batch_sharding: Any = None) -> None:
         self.agent = agent
-        self._chunks: dict[tuple[str, int, bool], Callable] = {}
+        self.batch_sharding = batch_sharding  # data parallel: see replay.sharded_batches
+        self._chunks: dict[tuple, Callable] = {}
         self._policy = jax.jit(agent.policy, static_argnames=("mode",))
         # Donated: the write is in place instead of a copy of the whole replay per chunk.
         self._add = jax.jit(replay_lib.add, donate_argnums=0)
@@ -75,9 +76,30 @@ class Programs:
         key = (phase, length, fed)
         if key not in self._chunks:
             if self.agent.host_loop_chunks:
-                self._chunks[key] = self._make_host_loop(phase, length, fed)
+                program = self._make_host_loop(phase, length, fed)
             else:
-                self._chunks[key] = jax.jit(self._make_chunk(phase, length, fed))
+                program = jax.jit(self._make_chunk(phase, length, fed))
+            self._chunks[key] = self._data_parallel(program)
+        return self._chunks[key]
+
+    def _data_parallel(self, program: Callable) -> Callable:
+        """`program`, traced (on its first call) with device batches sharded over the mesh."""
+        if self.batch_sharding is None:
+            return program
+
+        def sharded(*args):
+            with replay_lib.sharded_batches(self.batch_sharding):
+                return program(*args)
+
+        return sharded
+
+    def seeds_chunk(self, phase: str, length: int) -> Callable:
+        """chunk() vmapped over a leading seed axis of (state, rng); the replay is shared:
+        (states [N, ...], replay, rngs [N, 2], step) -> (states, metrics [N])."""
+        key = ("seeds", phase, length)
+        if key not in self._chunks:
+            program = self._make_chunk(phase, length, fed=False)
+            self._chunks[key] = jax.jit(jax.vmap(program, in_axes=(0, None, 0, None)))
         return self._chunks[key]
 
     def _make_host_loop(self, phase: str, length: int, fed: bool) -> Callable:

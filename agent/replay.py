@@ -20,9 +20,10 @@ never cross a trajectory end (`sample_windows`, for sequence models). Every samp
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -34,6 +35,25 @@ from agent.protocol import Spec
 Batch = dict[str, Any]
 OBS_FIELDS = ("observations", "next_observations")
 SCALAR_FIELDS = ("rewards", "masks", "timeouts", "episode_ends")
+# Set while a data-parallel program traces (`sharded_batches`): device samples are split over
+# the devices along their batch axis, so every gradient computed from them is too.
+_batch_sharding: list[Any] = [None]
+
+
+@contextlib.contextmanager
+def sharded_batches(sharding: Any) -> Iterator[None]:
+    """Within this block, programs being traced shard `sample` / `sample_windows` batches with
+    `sharding` (a NamedSharding over the batch axis); outside it they are left to XLA."""
+    previous, _batch_sharding[0] = _batch_sharding[0], sharding
+    try:
+        yield
+    finally:
+        _batch_sharding[0] = previous
+
+
+def _constrain(batch: Batch) -> Batch:
+    sharding = _batch_sharding[0]
+    return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
 
 
 def row_spec(spec: Spec) -> dict:
@@ -126,7 +146,7 @@ def sample(replay: Replay | FedBatch, key: jax.Array, batch_size: int) -> Batch:
             raise ValueError(f"fed batch has {got} rows, the agent asked for {batch_size}")
         return replay.batch
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(replay.size, 1))
-    return gather(replay.data, idx)
+    return _constrain(gather(replay.data, idx))
 
 
 def trajectory_bounds(episode_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +195,7 @@ def sample_windows(
     ok = window_start_mask(replay.data["episode_ends"], replay.size, length, rows=rows)
     logits = jnp.where(ok, 0.0, -jnp.inf)
     starts = jax.random.categorical(key, logits, shape=(batch_size,))
-    return gather(replay.data, starts[:, None] + jnp.arange(length)[None, :])
+    return _constrain(gather(replay.data, starts[:, None] + jnp.arange(length)[None, :]))
 
 
 class HostReplay:

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.config import load_config  # noqa: E402
-from agent.runner.loop import train  # noqa: E402
+from agent.runner import train  # noqa: E402
 
 
 def run_one(configs: list[str], overrides: list[str], method: str, seed: int, root: Path) -> dict:

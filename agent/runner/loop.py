@@ -35,6 +35,7 @@ from agent.methods import agent_class
 from agent.programs import Programs
 from agent.protocol import EVAL, EXPLORE, WARMUP, Agent
 from agent.runner import rundir
+from agent.runner.devices import batch_shardings
 from agent.runner.evaluation import evaluate
 from agent.runner.interrupts import InterruptLatch
 from agent.runner.jax_setup import configure_jax
@@ -165,8 +166,17 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
         cfg, chunk, f"{cfg.method}.train_every" if cls.online else "train.updates_per_call"
     )
     rundir.prepare_logdir(cfg, logdir)
+    batch_sharding, replicated = batch_shardings(cfg)
     agent, replay, spec = build(cfg, logdir)
     run = restore(cfg, agent, spec, logdir)
+    if batch_sharding is not None:
+        if agent.online or not isinstance(replay, replay_lib.Replay):
+            raise ConfigError(
+                f"train.shard=batch: method '{cfg.method}' here samples on the host or online; "
+                "data parallel training needs an offline dataset on the device"
+            )
+        run = run._replace(agent=jax.device_put(run.agent, replicated))
+        replay = jax.device_put(replay, replicated)
     step = int(run.counters["step"])
     if step:
         print(f"resumed from step {step}", flush=True)
@@ -175,7 +185,7 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     if step >= cfg.train.steps and result is not None:
         print(f"run in {logdir} is already complete ({cfg.train.steps} steps)", flush=True)
         return result
-    loop = Loop(cfg, agent, spec, logdir, quiet)
+    loop = Loop(cfg, agent, spec, logdir, quiet, batch_sharding)
     try:
         run = loop.online(run) if agent.online else loop.offline(run, replay)
         trained = agent.trained_world_model(run.agent)
@@ -190,9 +200,11 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
 class Loop:
     """The training loop's host side: chunks, logging, evaluation, checkpoints."""
 
-    def __init__(self, cfg: Config, agent: Agent, spec, logdir: Path, quiet: bool) -> None:
+    def __init__(
+        self, cfg: Config, agent: Agent, spec, logdir: Path, quiet: bool, batch_sharding=None
+    ) -> None:
         self.cfg, self.agent, self.spec, self.logdir = cfg, agent, spec, logdir
-        self.programs = Programs(agent)
+        self.programs = Programs(agent, batch_sharding)
         self.logger: Logger | None = None
         self.quiet = quiet
         self.closers: list = []

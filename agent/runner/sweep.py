@@ -119,7 +119,7 @@ def execute(configs: list[str], run: SweepRun, workdir: str) -> dict:
     """Train one run (resuming it if interrupted) in `workdir`, where relative paths such as
     dataset.dir resolve as in the driver; -> its result and wall time."""
     os.chdir(workdir)
-    from agent.runner.loop import train
+    from agent.runner import train
 
     cfg = load_config(configs, run.overrides)
     start = time.perf_counter()
