@@ -6,7 +6,8 @@ actions alone (a random prior head per step, as in imagination). The windows com
 dataset of the run's task and quality built with another seed (`--data-seed`, default the
 run's seed + 1), so no frame was seen in training. Prints ONE JSON object: the mean squared
 pixel error (frames in [0, 1]) per predicted step, averaged over `--windows` windows, and its
-mean over all steps; `--gif` also writes one window as real | model | difference.
+mean over all steps, beside the same error of copying the last filtered frame (the trivial
+prediction); `--gif` also writes one window as real | model | difference.
 
     python benchmarks/open_loop.py --run RUN [--horizon 50] [--context 5] [--windows 32]
 """
@@ -14,6 +15,7 @@ mean over all steps; `--gif` also writes one window as real | model | difference
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -31,6 +33,7 @@ from agent.protocol import Context  # noqa: E402
 from agent.runner.rundir import WORLD_MODEL_DIR  # noqa: E402
 from agent.runner.sources import config_task, dataset_arrays, task_spec  # noqa: E402
 from agent.runner.world_models import build_world_model, load_world_model  # noqa: E402
+from agent.world_model.rssm import sequence_from_window  # noqa: E402
 from agent.world_model.rssm_report import OpenLoopReport  # noqa: E402
 from envs.datasets import load_task_dataset  # noqa: E402
 
@@ -39,9 +42,18 @@ def held_out_windows(cfg, data_seed: int, count: int, length: int, seed: int) ->
     """`count` windows of `length` transitions from a dataset built with `data_seed`, its frames
     at the run's `image_size`."""
     data_cfg = {**cfg.dataset.to_dict(), "seed": data_seed}
-    data = load_task_dataset(config_task(cfg), data_cfg)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON object
+        data = load_task_dataset(config_task(cfg), data_cfg)
     replay = replay_lib.HostReplay(dataset_arrays(data))
     return replay.sample_windows(np.random.default_rng(seed), count, length)
+
+
+def copy_last_frame_error(window: dict, context: int) -> np.ndarray:
+    """The same error for the trivial prediction "every future frame = the last context frame":
+    the scale that says how much of the motion the model predicts."""
+    seq = sequence_from_window(window)
+    images = np.asarray(seq["images"], np.float32) / 255.0
+    return np.mean(np.square(images[:, context:] - images[:, context - 1 : context]), (0, 2, 3, 4))
 
 
 def main() -> None:
@@ -61,6 +73,7 @@ def main() -> None:
     report = OpenLoopReport(world, args.windows, args.context, args.horizon, rows=None)
     window = held_out_windows(cfg, data_seed, args.windows, report.length, seed=0)
     errors, frames = report.predict(params, window, jax.random.PRNGKey(0))
+    baseline = copy_last_frame_error(window, args.context)
     if args.gif is not None:
         from PIL import Image
 
@@ -78,6 +91,8 @@ def main() -> None:
                 "horizon": args.horizon,
                 "mse_mean": float(errors.mean()),
                 "mse_per_step": [round(float(e), 6) for e in errors],
+                "copy_last_frame_mse_mean": float(baseline.mean()),
+                "copy_last_frame_mse_per_step": [round(float(e), 6) for e in baseline],
             }
         )
     )

@@ -32,6 +32,22 @@ def test_pixel_tasks_are_registered_with_image_fields():
         assert task.act_dim == envs.get_task(name).act_dim
 
 
+def test_kept_frames_are_each_steps_own_and_follow_the_motion():
+    """Frames kept from step to step stay as rendered (none is a view that the next render
+    overwrites) and change as the cart moves."""
+    env = make_dmc_pixels("cartpole-swingup-pixels", seed=0, image_size=SIZE)
+    obs, _ = env.reset(seed=0)
+    kept = [obs["image"]]
+    for _ in range(15):
+        obs, *_ = env.step(np.ones(1, np.float32))
+        kept.append(obs["image"])
+    copies = [frame.copy() for frame in kept]
+    for frame, copy in zip(kept, copies, strict=True):
+        np.testing.assert_array_equal(frame, copy)
+    assert not np.array_equal(kept[0], kept[-1])  # the cart has moved
+    assert sum(not np.array_equal(a, b) for a, b in zip(kept, kept[1:], strict=False)) >= 10
+
+
 def test_a_pixel_task_at_another_image_size_resizes_as_datasets_are_resized():
     from envs.tasks.frames import resize_images
 

@@ -86,5 +86,7 @@ class FrameRenderer:
             ) from None
 
     def render(self) -> np.ndarray:
-        """The current frame, uint8 [size, size, 3]."""
-        return self._camera.render()
+        """The current frame, uint8 [size, size, 3], a new array: dm_control's Camera returns a
+        view of one buffer that its next render overwrites, so frames kept from it (an
+        episode's, a dataset's) would all become the last one."""
+        return np.array(self._camera.render())
