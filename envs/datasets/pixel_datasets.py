@@ -52,6 +52,9 @@ from envs.tasks.registry import get_task
 from envs.tasks.task import TaskSpec
 
 BUILD_FILE = "collect.json"  # what a built folder was made from (loading compares it)
+# Bumped when the builder's output changes; folders of an older one are rebuilt. 2: every frame
+# is its step's own (builds before 2 held the episode's last frame at every step).
+BUILDER_VERSION = 2
 AGENT_STEPS = EPISODE_STEPS - 1  # 500 agent steps per episode
 SHARD_EPISODES = 50  # episodes per hdf5 shard of a built 84px dataset
 
@@ -161,6 +164,7 @@ def _episode(env, policy, rng: np.random.Generator, reset_seed: int, act_dim: in
 
 def _build_record(task: TaskSpec, quality: str, size: int, seed: int) -> dict[str, Any]:
     return {
+        "builder": BUILDER_VERSION,
         "task": task.name,
         "quality": quality,
         "size": size,
@@ -182,6 +186,8 @@ def build_or_reuse_pixels(
         print(f"dataset: reusing {folder}", flush=True)
         return folder
     episodes = math.ceil(size / AGENT_STEPS)
+    if made.is_file():
+        print(f"dataset: {folder} was built by an older builder or from other policy files")
     print(f"dataset: building {folder} ({episodes} episodes, {quality} behaviour)", flush=True)
     collected = collect_pixel_episodes(task, quality, episodes, seed, progress)
     tmp = folder.with_name(folder.name + ".tmp")
