@@ -75,7 +75,8 @@ def measure(cfg: dict, seeds: int) -> dict:
         "shapes": {k: cfg[k] for k in ("batch", "horizon", "hidden", "wm_hidden", "members")},
         **out,
         "ratio_vmapped_over_sequential": round(vec / seq, 2),
-        "projected_hours_one_run_official_budget": round(OFFICIAL_STEPS / (seq / seeds) / 3600, 1),
+        # sequential: one seed at a time, so its rate is one run's updates per second
+        "projected_hours_one_run_official_budget": round(OFFICIAL_STEPS / seq / 3600, 1),
         "projected_hours_all_seeds_vmapped": round(OFFICIAL_STEPS * seeds / vec / 3600, 1),
         "timing": "best of interleaved timed calls, after one compile+warm-up call per form",
     }
