@@ -229,7 +229,7 @@ class Loop:
         clock = Clock(step)
         while step < t.steps:
             phase = self.agent.phase(step)
-            length = self._chunk_length(step, phase)
+            length = chunk_length(self.cfg, self.agent, step, phase)
             if feed is None:
                 program, data = self.programs.chunk(phase, length), replay
             else:
@@ -247,14 +247,6 @@ class Loop:
                 self.logger.scalars(step, metrics)
             self._after_chunk(run, step, length)
         return run
-
-    def _chunk_length(self, step: int, phase: str) -> int:
-        """updates_per_call steps, cut where the phase or the run ends."""
-        length = min(self.cfg.train.updates_per_call, self.cfg.train.steps - step)
-        for i in range(1, length):
-            if self.agent.phase(step + i) != phase:
-                return i
-        return length
 
     def _host_feed(self, replay: replay_lib.HostReplay, first: int):
         """step, length -> the stacked device batches of those steps, drawn ahead on a thread."""
@@ -424,6 +416,15 @@ class Collector:
 def _typed(counters: dict) -> dict:
     types = {k: type(v) for k, v in new_counters().items()}
     return {k: types[k](v) for k, v in counters.items()}
+
+
+def chunk_length(cfg: Config, agent: Agent, step: int, phase: str) -> int:
+    """updates_per_call steps from `step`, cut where the phase or the run ends."""
+    length = min(cfg.train.updates_per_call, cfg.train.steps - step)
+    for i in range(1, length):
+        if agent.phase(step + i) != phase:
+            return i
+    return length
 
 
 def crossed(step: int, length: int, every: int) -> bool:

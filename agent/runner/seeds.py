@@ -44,6 +44,7 @@ from agent.runner.loop import (
     RunState,
     build,
     check_schedule,
+    chunk_length,
     crossed,
     latest_run,
     new_counters,
@@ -152,7 +153,7 @@ class SeedTrainer:
         clock = Clock(step)
         while step < t.steps:
             phase = self.agent.phase(step)
-            length = self._chunk_length(step, phase)
+            length = chunk_length(self.cfg, self.agent, step, phase)
             program = self.programs.seeds_chunk(phase, length)
             with InterruptLatch() as latch:
                 state, metrics = program(run.agent, replay, run.rng, step)
@@ -167,13 +168,6 @@ class SeedTrainer:
                 self.main.message(f"interrupted at step {step}; rerun the same command to resume")
                 raise KeyboardInterrupt
         return run
-
-    def _chunk_length(self, step: int, phase: str) -> int:
-        length = min(self.cfg.train.updates_per_call, self.cfg.train.steps - step)
-        for i in range(1, length):
-            if self.agent.phase(step + i) != phase:
-                return i
-        return length
 
     def _log(self, step: int, metrics: dict, rate: dict) -> None:
         """Seed i's metrics to its folder; their mean over seeds (and the updates per second of
