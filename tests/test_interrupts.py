@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from agent import checkpoint
 from agent import programs as programs_lib
 from agent.config import load_config
 from agent.runner.interrupts import InterruptLatch
 from agent.runner.loop import train
+from agent.runner.rundir import CHECKPOINT_DIR
 from tests.resume import assert_same_final_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,12 +67,23 @@ def test_sigterm_stops_a_background_run_with_its_work_saved(tmp_path):
     assert re.search(r"interrupted at step \d+; rerun the same command to resume", out), out
 
 
+def _sac_debug():
+    return load_config(["sac_hopper", "debug"], ["eval.episodes=1", "eval.final_episodes=1"])
+
+
+@pytest.fixture(scope="module")
+def straight_sac_run(tmp_path_factory) -> Path:
+    """sac_hopper debug trained to its end without interruption."""
+    logdir = tmp_path_factory.mktemp("straight") / "run"
+    train(_sac_debug(), logdir, quiet=True)
+    return logdir
+
+
 def test_ctrl_c_during_a_learning_chunk_saves_it_and_the_rerun_matches(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, straight_sac_run
 ):
-    cfg = load_config(["sac_hopper", "debug"], ["eval.episodes=1", "eval.final_episodes=1"])
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train(cfg, straight, quiet=True)
+    cfg = _sac_debug()
+    straight, interrupted = straight_sac_run, tmp_path / "interrupted"
 
     original = programs_lib.Programs.chunk
 
@@ -95,3 +108,30 @@ def test_ctrl_c_during_a_learning_chunk_saves_it_and_the_rerun_matches(
     assert "interrupted at step 200;" in capsys.readouterr().out
     train(cfg, interrupted, quiet=True)
     assert_same_final_state(straight, interrupted, 400)
+
+
+def test_ctrl_c_during_a_periodic_checkpoint_write_still_saves_and_the_rerun_matches(
+    tmp_path, monkeypatch, capsys, straight_sac_run
+):
+    """^C can land anywhere after a chunk (logging, evaluation, the checkpoint write itself):
+    the loop still saves the last finished chunk and says so."""
+    interrupted = tmp_path / "interrupted"
+    original, calls = checkpoint.save, []
+
+    def save_interrupted_once(directory, step, state, keep=3, extra=None):
+        calls.append(step)
+        if len(calls) == 1:
+            (directory / f".tmp_{step}_partial").mkdir(parents=True)  # a write cut short
+            raise KeyboardInterrupt
+        return original(directory, step, state, keep, extra)
+
+    monkeypatch.setattr(checkpoint, "save", save_interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        train(_sac_debug(), interrupted, quiet=True)
+    monkeypatch.setattr(checkpoint, "save", original)
+    first = calls[0]
+    assert calls == [first, first]  # the periodic write, then the save on interrupt
+    assert f"interrupted at step {first};" in capsys.readouterr().out
+    assert checkpoint.checkpoint_steps(interrupted / CHECKPOINT_DIR) == [first]
+    train(_sac_debug(), interrupted, quiet=True)
+    assert_same_final_state(straight_sac_run, interrupted, 400)

@@ -228,25 +228,30 @@ class Loop:
         feed = self._host_feed(replay, step) if isinstance(replay, replay_lib.HostReplay) else None
         clock = Clock(step)
         while step < t.steps:
-            phase = self.agent.phase(step)
-            length = chunk_length(self.cfg, self.agent, step, phase)
-            if feed is None:
-                program, data = self.programs.chunk(phase, length), replay
-            else:
-                program, data = self.programs.chunk(phase, length, fed=True), feed(step, length)
             try:
-                state, metrics = program(run.agent, data, run.rng, step)
-                jax.block_until_ready(state)
+                run, metrics, length = self._offline_updates(run, step, feed)
+                step += length
+                if crossed(step, length, t.log_every):
+                    metrics = {**jax.device_get(metrics), **clock.rate(step, "updates_per_second")}
+                    self.logger.scalars(step, metrics)
+                self._after_chunk(run, step, length)
             except KeyboardInterrupt:
-                self._save_on_interrupt(run)
+                self._save_on_interrupt(run)  # the last finished chunk, wherever ^C landed
                 raise
-            step += length
-            run = run._replace(agent=state, counters={**run.counters, "step": np.int64(step)})
-            if crossed(step, length, t.log_every):
-                metrics = {**jax.device_get(metrics), **clock.rate(step, "updates_per_second")}
-                self.logger.scalars(step, metrics)
-            self._after_chunk(run, step, length)
         return run
+
+    def _offline_updates(self, run: RunState, step: int, feed) -> tuple[RunState, dict, int]:
+        """One chunk of updates from `step`: the new run state, its metrics and its length."""
+        phase = self.agent.phase(step)
+        length = chunk_length(self.cfg, self.agent, step, phase)
+        if feed is None:
+            program, data = self.programs.chunk(phase, length), self.replay
+        else:
+            program, data = self.programs.chunk(phase, length, fed=True), feed(step, length)
+        state, metrics = program(run.agent, data, run.rng, step)
+        jax.block_until_ready(state)
+        counters = {**run.counters, "step": np.int64(step + length)}
+        return run._replace(agent=state, counters=counters), metrics, length
 
     def _host_feed(self, replay: replay_lib.HostReplay, first: int):
         """step, length -> the stacked device batches of those steps, drawn ahead on a thread."""
@@ -278,35 +283,41 @@ class Loop:
         while step < cfg.train.steps:
             try:
                 rows = collector.collect(runner, run.agent, step, chunk)
+                # The write consumes run.replay (its buffer is donated), so Ctrl-C waits for the
+                # chunk to finish and for `run` to hold its result.
+                with InterruptLatch() as latch:
+                    run, metrics = self._online_updates(run, runner, rows, step + chunk)
+                step += chunk
+                if crossed(step, chunk, cfg.train.log_every):
+                    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    metrics.update(runner.pop_finished())
+                    metrics.update(clock.rate(step, "env_steps_per_second"))
+                    self.logger.scalars(step, metrics)
+                self._save_snapshot(run, step, chunk)
+                self._after_chunk(run, step, chunk)
             except KeyboardInterrupt:
                 # The episode in progress is replayed from the checkpoint's replay on resume.
                 self._save_on_interrupt(run)
                 raise
-            # The write consumes run.replay (its buffer is donated), so Ctrl-C waits for the
-            # chunk to finish and then saves its result.
-            with InterruptLatch() as latch:
-                replay = self.programs.add(run.replay, rows)
-                state, metrics, updates = run.agent, {}, int(run.counters["updates"])
-                phase = agent.phase(step + chunk)
-                if phase != WARMUP:
-                    program = self.programs.chunk(phase, agent.updates_per_chunk)
-                    state, metrics = program(state, replay, run.rng, updates)
-                    updates += agent.updates_per_chunk
-                jax.block_until_ready(state)
-            step += chunk
-            counters = {"step": np.int64(step), "updates": np.int64(updates), **runner.counters()}
-            run = RunState(state, replay, _typed(counters), run.rng)
-            if crossed(step, chunk, cfg.train.log_every):
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                metrics.update(runner.pop_finished())
-                metrics.update(clock.rate(step, "env_steps_per_second"))
-                self.logger.scalars(step, metrics)
-            self._save_snapshot(run, step, chunk)
-            self._after_chunk(run, step, chunk)
             if latch.pending:
                 self._save_on_interrupt(run)
                 raise KeyboardInterrupt
         return run
+
+    def _online_updates(self, run: RunState, runner, rows, step: int) -> tuple[RunState, dict]:
+        """Write the collected `rows` into the replay, then one chunk of updates (none while the
+        replay warms up); `step` counts the environment steps after this chunk."""
+        agent = self.agent
+        replay = self.programs.add(run.replay, rows)
+        state, metrics, updates = run.agent, {}, int(run.counters["updates"])
+        phase = agent.phase(step)
+        if phase != WARMUP:
+            program = self.programs.chunk(phase, agent.updates_per_chunk)
+            state, metrics = program(state, replay, run.rng, updates)
+            updates += agent.updates_per_chunk
+        jax.block_until_ready(state)
+        counters = {"step": np.int64(step), "updates": np.int64(updates), **runner.counters()}
+        return RunState(state, replay, _typed(counters), run.rng), metrics
 
     def _save_snapshot(self, run: RunState, step: int, chunk: int) -> None:
         every = self.cfg[self.cfg.method].get("snapshot_every", 0)

@@ -36,7 +36,6 @@ from agent.programs import Programs
 from agent.runner import rundir
 from agent.runner.devices import seed_shardings
 from agent.runner.evaluation import evaluate
-from agent.runner.interrupts import InterruptLatch
 from agent.runner.jax_setup import configure_jax
 from agent.runner.loop import (
     INIT_STREAM,
@@ -152,21 +151,22 @@ class SeedTrainer:
         self._start_loggers(step)
         clock = Clock(step)
         while step < t.steps:
-            phase = self.agent.phase(step)
-            length = chunk_length(self.cfg, self.agent, step, phase)
-            program = self.programs.seeds_chunk(phase, length)
-            with InterruptLatch() as latch:
+            try:
+                phase = self.agent.phase(step)
+                length = chunk_length(self.cfg, self.agent, step, phase)
+                program = self.programs.seeds_chunk(phase, length)
                 state, metrics = program(run.agent, replay, run.rng, step)
                 jax.block_until_ready(state)
-            step += length
-            run = run._replace(agent=state, counters={**run.counters, "step": np.int64(step)})
-            if crossed(step, length, t.log_every):
-                self._log(step, jax.device_get(metrics), clock.rate(step, "updates_per_second"))
-            self._after_chunk(run, step, length)
-            if latch.pending:
+                step += length
+                run = run._replace(agent=state, counters={**run.counters, "step": np.int64(step)})
+                if crossed(step, length, t.log_every):
+                    self._log(step, jax.device_get(metrics), clock.rate(step, "updates_per_second"))
+                self._after_chunk(run, step, length)
+            except KeyboardInterrupt:
+                step = int(run.counters["step"])  # the last finished chunk, wherever ^C landed
                 checkpoint.save(self.logdir / CHECKPOINT_DIR, step, run, t.keep_checkpoints)
                 self.main.message(f"interrupted at step {step}; rerun the same command to resume")
-                raise KeyboardInterrupt
+                raise
         return run
 
     def _log(self, step: int, metrics: dict, rate: dict) -> None:
