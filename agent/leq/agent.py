@@ -57,6 +57,7 @@ def hyper_from_config(cfg) -> leq.LEQHyper:
     return leq.LEQHyper(
         gamma=c.gamma, lam=c.lam, horizon=c.horizon, tau=c.tau, beta=c.beta, ema_rate=c.ema_rate,
         expectile=c.expectile, policy_objective=c.policy_objective, critic_target=c.critic_target,
+        shared_rollout=c.shared_rollout,
     )  # fmt: skip
 
 

@@ -9,6 +9,10 @@ Every function here is `fn(state, batch, ...) -> (state, metrics)` or a pure hel
 2. critic step with the PRE-update actor and another key: lower-expectile regression onto
    lambda-returns of imagined pairs (weights gamma^t m_t), 0.5 MSE Bellman loss on dataset pairs,
    EMA regularisers on both, combined with beta; then Qbar <- rate phi + (1 - rate) Qbar.
+
+With `shared_rollout` the critic step reuses the actor step's rollout (its forward values: the
+pre-update actor through the model with the actor's key) instead of imagining a second one. That
+is exactly the separate form run with one key for both steps, minus one imagined rollout.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class LEQHyper:
     policy_objective: str = "lambda"
     critic_target: str = "lambda"
     unroll: bool = True  # unrolled H-step scans: a little faster on CPU, exact XLA flop counts
+    shared_rollout: bool = False  # the critic step reuses the actor step's rollout (one key)
 
 
 class Nets(NamedTuple):
@@ -98,13 +103,18 @@ def actor_step(
     start_obs: jax.Array,
     key: jax.Array,
     variant: str = "production",
-) -> tuple[Any, Any, dict]:
-    """One policy step (§3.4 policy objective). `variant="reference"` takes the per-step
-    gradients from `jax.jacrev` (H+1 backward passes) instead of one sweep: same result."""
+) -> tuple[Any, Any, dict, dict]:
+    """One policy step (§3.4 policy objective) -> (actor, optimiser state, metrics, rollout).
+
+    `rollout` is the imagined rollout of the pre-update actor that the step used (constants).
+    `variant="reference"` takes the per-step gradients from `jax.jacrev` (H+1 backward passes)
+    instead of one sweep: same result."""
     critic = q_fn(nets, ac.critic, scaler)
     apply = lambda params, obs: policy_fn(nets, params, scaler)(obs)
     if hyper.policy_objective == "one_step":
-        loss, grads, metrics = _one_step_policy(nets, hyper, world_step, ac, scaler, start_obs, key)
+        loss, grads, metrics, rollout = _one_step_policy(
+            nets, hyper, world_step, ac, scaler, start_obs, key
+        )
     else:
         args = (critic, world_step, start_obs, key, hyper.horizon)
         args += (hyper.gamma, hyper.lam)
@@ -121,6 +131,7 @@ def actor_step(
             states = jax.lax.stop_gradient(ag.rollout["obs"])
             surrogate = lambda p: losses.policy_surrogate(apply(p, states), ag.grads, omega)
             loss, grads = jax.value_and_grad(surrogate)(ac.actor)
+        rollout = ag.rollout
         metrics = {
             "train/imagined_return": jnp.mean(ag.returns[0]),
             "train/imagined_reward": jnp.mean(ag.rollout["rewards"]),
@@ -129,7 +140,7 @@ def actor_step(
     actor, actor_opt, norm = apply_updates(nets.actor_tx, ac.actor, ac.actor_opt, grads)
     metrics["train/actor_loss"] = loss
     metrics["train/actor_grad_norm"] = norm
-    return actor, actor_opt, metrics
+    return actor, actor_opt, metrics, rollout
 
 
 def _one_step_policy(nets, hyper, world_step, ac, scaler, start_obs, key):
@@ -147,7 +158,13 @@ def _one_step_policy(nets, hyper, world_step, ac, scaler, start_obs, key):
         "train/imagined_reward": jnp.mean(ro["rewards"]),
         "train/imagined_alive": jnp.mean(ro["alive"][-1]),
     }
-    return loss, grads, metrics
+    return loss, grads, metrics, states_only(ro)
+
+
+def states_only(rollout: dict) -> dict:
+    """The rollout's arrays the critic step reads, as constants."""
+    keys = ("obs", "actions", "rewards", "dones", "alive")
+    return jax.lax.stop_gradient({k: rollout[k] for k in keys})
 
 
 def critic_step(
@@ -159,16 +176,22 @@ def critic_step(
     start_obs: jax.Array,
     data: dict,
     key: jax.Array,
+    rollout: dict | None = None,
 ) -> tuple[Any, Any, Any, dict]:
     """One critic step (§3.4 code form) with the actor in `ac` (the pre-update actor).
 
     L_Q = (1 - beta) L_env + beta L_model + beta R_model + (1 - beta) R_env.
+    `rollout`: the imagined rollout to fit (the actor step's, for `shared_rollout`); None
+    imagines one from `start_obs` with `key`.
     """
     actor_fn = policy_fn(nets, ac.actor, scaler)
     q = functools.partial(nets.critic.apply, in_mean=scaler[0], in_std=scaler[1])
     horizon, batch = hyper.horizon, start_obs.shape[0]
-    ro = imagination.imagine(actor_fn, world_step, start_obs, key, horizon, unroll=hyper.unroll)
-    ro = jax.lax.stop_gradient(ro)
+    if rollout is None:
+        rollout = imagination.imagine(
+            actor_fn, world_step, start_obs, key, horizon, unroll=hyper.unroll
+        )
+    ro = states_only(rollout)
     weights = losses.imagined_loss_weights(ro["alive"], hyper.gamma)
     # One critic call per parameter set: rows the loss differentiates (imagined (s_t, a_t), t < H,
     # then the dataset pairs) and rows only evaluated (s_H, and the dataset's s').
@@ -223,11 +246,32 @@ def leq_update(
     key: jax.Array,
     variant: str = "production",
 ) -> tuple[ActorCritic, dict]:
-    """Actor step, then critic step with the pre-update actor (separate keys), then EMA."""
+    """Actor step, then critic step with the pre-update actor (separate keys, or the actor's
+    rollout with `shared_rollout`), then EMA."""
     k_actor, k_critic = jax.random.split(key)
+    return leq_update_with_keys(
+        nets, hyper, world_step, ac, scaler, model_obs, data, k_actor, k_critic, variant
+    )
+
+
+def leq_update_with_keys(
+    nets: Nets,
+    hyper: LEQHyper,
+    world_step: WorldStep,
+    ac: ActorCritic,
+    scaler: tuple,
+    model_obs: jax.Array,
+    data: dict,
+    k_actor: jax.Array,
+    k_critic: jax.Array,
+    variant: str = "production",
+) -> tuple[ActorCritic, dict]:
+    """`leq_update` with the two steps' imagination keys given (`k_critic` unused when the
+    rollout is shared)."""
     common = (nets, hyper, world_step, ac, scaler, model_obs)
-    actor, actor_opt, actor_metrics = actor_step(*common, k_actor, variant)
-    critic, ema, critic_opt, critic_metrics = critic_step(*common, data, k_critic)
+    actor, actor_opt, actor_metrics, rollout = actor_step(*common, k_actor, variant)
+    shared = rollout if hyper.shared_rollout else None
+    critic, ema, critic_opt, critic_metrics = critic_step(*common, data, k_critic, shared)
     return ActorCritic(actor, critic, ema, actor_opt, critic_opt), {
         **actor_metrics,
         **critic_metrics,
