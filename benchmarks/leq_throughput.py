@@ -1,22 +1,33 @@
-"""Throughput of the LEQ actor + critic update: one-sweep action gradients vs per-step Jacobians.
+"""Throughput of the LEQ actor + critic update, and how close it gets to this machine's peak.
 
-Prints ONE JSON object. Both variants run the same update (actor DPG-lambda step, critic
-lambda-return expectile step, EMA) on the same shapes in the same process; they differ only in
-how the actor gradient is computed: "production" = `action_gradients.production_policy_grad`
-(g_t for all t and the surrogate's parameter gradient from one backward sweep), "reference" =
-`action_gradients.reference` (jacrev, H+1 backward passes) then `losses.policy_surrogate`
-differentiated by ordinary AD. Defaults are hopper-shaped: batch 256, H 10, a 7-member 4x200
-Swish ensemble (the project's world model, `EnsembleWorldModel.imagine_step` with "balanced" elite
-routing: about one member evaluation per sample per step, and Hopper's termination function as
-its continue flag), 3x256 actor and critic, obs 11, act 3.
+Prints ONE JSON object. Every program runs the agent's own update (agent/leq/update.py: actor
+DPG-lambda step, critic lambda-return expectile step, EMA) on the same shapes in one process, for
+each combination of
+  * elite sampling of the world model: "balanced" (the project's default: each sample still gets
+    a uniformly random elite, evaluated once) and "iid" (the official code: every elite on every
+    sample, then one picked);
+  * rollout form: "separate" (the official code: the critic step imagines its own rollout with
+    another key) and "shared" (`leq.shared_rollout`: it fits the actor step's rollout);
+  * action-gradient variant: "production" (`action_gradients.production_policy_grad`: every g_t
+    and the surrogate's parameter gradient from one backward sweep) and "reference" (per-step
+    `jacrev`, H+1 backward passes, then the surrogate by ordinary AD).
+Defaults are hopper-shaped: batch 256, H 10, a 7-member 4x200 Swish ensemble with 5 elites
+(`EnsembleWorldModel.imagine_step`, Hopper's termination function as its continue flag), 3x256
+actor and critic, obs 11, act 3.
 
-The imagination scans are fully unrolled in both variants. GFLOP per update comes from XLA's
-cost analysis of the compiled multi-update chunk: it counts a loop body once, so the chunk's
-count is one update's, and the unrolled H-step scans are counted in full. Timing: interleaved
-calls of `chunk` updates each, best call per variant (the machine is shared; the best call is
-the least disturbed).
+The same run measures the float32 matmul rate of this machine (benchmarks/matmul_peak.py: a
+large square product and the update's own layer shapes, before and after the timed calls, best
+kept); `peak_gflop_per_s` is the best of them and `fraction_of_peak` = achieved GFLOP/s / peak.
+GFLOP per update comes from XLA's cost analysis of the compiled multi-update chunk: it counts a
+loop body once, so the chunk's count is one update's; the H-step scans are fully unrolled, so
+they are counted in full. Timing: interleaved calls of `chunk` updates each, best call per
+program (the machine is shared; the best call is the least disturbed).
 
-    python benchmarks/leq_throughput.py [--quick]
+    python benchmarks/leq_throughput.py [--quick] [--elite balanced iid] [--forms separate shared]
+        [--variants production reference] [--profile DIR]
+
+--profile DIR also traces every production program (after the timing) and adds to its record
+where its op time goes, by kind of XLA op (benchmarks/xla_profile.py).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -37,10 +49,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.leq import update as update_lib  # noqa: E402
 from agent.world_model import EnsembleConfig, EnsembleWorldModel  # noqa: E402
+from benchmarks.matmul_peak import SHAPES, matmul_rates  # noqa: E402
+from benchmarks.xla_profile import op_time_shares  # noqa: E402
 from envs.tasks.termination import hopper_termination as termination_fn  # noqa: E402
 
 GAMMA, LAM, TAU, BETA, EMA_RATE = 0.997, 0.95, 0.1, 0.25, 0.005
 OBS_DIM, ACT_DIM = 11, 3
+ELITE_MODES = ("balanced", "iid")
+FORMS = ("separate", "shared")
+VARIANTS = ("production", "reference")
 
 FULL = dict(batch=256, horizon=10, hidden=(256, 256, 256), wm_hidden=(200,) * 4, members=7,
             elites=5, chunk_prod=4, chunk_ref=2, calls=8)  # fmt: skip
@@ -53,8 +70,8 @@ class State(NamedTuple):
     key: jax.Array
 
 
-def build_world_step(cfg: dict, key: jax.Array):
-    """The project's ensemble (random weights) with balanced elite routing, as the agent runs it:
+def build_world_step(cfg: dict, key: jax.Array, elite_sampling: str):
+    """The project's ensemble (random weights) as the agent runs it:
     (obs, action, key) -> (next obs, reward, continue = 1 - hopper termination)."""
     wm_cfg = EnsembleConfig(
         num_members=cfg["members"],
@@ -62,19 +79,19 @@ def build_world_step(cfg: dict, key: jax.Array):
         hidden_sizes=cfg["wm_hidden"],
         weight_decays=(0.0,) * (len(cfg["wm_hidden"]) + 1),
         max_logvar_init=-4.0,  # modest noise keeps random rollouts alive longer
-        elite_sampling="balanced",
+        elite_sampling=elite_sampling,
     )
     model = EnsembleWorldModel(OBS_DIM, ACT_DIM, wm_cfg, termination_fn)
     params = jax.jit(model.init)(key)
     step = functools.partial(model.imagine_step, params)
-    name = "agent.world_model.EnsembleWorldModel.imagine_step(elite_sampling='balanced')"
-    return step, model.input_scaler(params), name
+    return step, model.input_scaler(params)
 
 
-def make_update(cfg, variant, world_step, scaler):
-    """The agent's own LEQ update (agent/leq/update.py) with the given action-gradient variant."""
+def make_update(cfg, variant, world_step, scaler, shared_rollout: bool = False):
+    """The agent's own LEQ update (agent/leq/update.py) with the given action-gradient variant
+    and rollout form."""
     hyper = update_lib.LEQHyper(gamma=GAMMA, lam=LAM, horizon=cfg["horizon"], tau=TAU, beta=BETA,
-                                ema_rate=EMA_RATE)  # fmt: skip
+                                ema_rate=EMA_RATE, shared_rollout=shared_rollout)  # fmt: skip
     nets = update_lib.make_nets(ACT_DIM, cfg["hidden"], 3e-5, 1e-4, 1_000_000)
 
     def update(state: State, batch: dict) -> tuple[State, dict]:
@@ -145,53 +162,98 @@ def _sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def measure(cfg: dict) -> dict:
-    key_model, key_pool, key_init = jax.random.split(jax.random.PRNGKey(0), 3)
-    world_step, scaler, model_name = build_world_step(cfg, key_model)
-    pool = make_pool(key_pool, 4096)
-    variants = ("production", "reference")
-    results, chunks, states = {}, {}, {}
-    for name in variants:
-        # H-step scans fully unrolled in both variants: XLA:CPU runs them a little faster (no
-        # per-call residual-buffer initialisation) and its cost analysis needs it anyway.
-        update, init = make_update(cfg, name, world_step, scaler)
-        state = init(key_init, pool["observations"][: cfg["batch"]])
-        length = cfg["chunk_prod"] if name == "production" else cfg["chunk_ref"]
-        t0 = time.perf_counter()
-        chunk = make_chunk(update, pool, cfg["batch"], length).lower(state).compile()
-        state, metrics = jax.block_until_ready(chunk(state))  # warm-up
-        compile_s = time.perf_counter() - t0
-        results[name] = {
+def _compile(cfg, elite, form, variant, world_step, scaler, pool, key_init) -> dict:
+    update, init = make_update(cfg, variant, world_step, scaler, form == "shared")
+    state = init(key_init, pool["observations"][: cfg["batch"]])
+    length = cfg["chunk_prod"] if variant == "production" else cfg["chunk_ref"]
+    t0 = time.perf_counter()
+    chunk = make_chunk(update, pool, cfg["batch"], length).lower(state).compile()
+    state, metrics = jax.block_until_ready(chunk(state))  # warm-up
+    return {
+        "chunk": chunk,
+        "state": state,
+        "record": {
             "updates_per_call": length,
-            "compile_and_first_call_s": round(compile_s, 2),
+            "compile_and_first_call_s": round(time.perf_counter() - t0, 2),
             "gflop_per_update": gflop_per_update(chunk),
             "finite_losses": bool(all(np.isfinite(float(v)) for v in metrics.values())),
             "call_s": [],
-        }
-        chunks[name], states[name] = chunk, state
-    for _ in range(cfg["calls"]):  # interleaved, so background load hits both alike
-        for name in variants:
+        },
+    }
+
+
+def _summarise(r: dict, peak: float) -> dict:
+    best = min(r["call_s"])
+    r["updates_per_s"] = _sig(r["updates_per_call"] / best)
+    r["gflop_per_s"] = _sig(r["gflop_per_update"] * r["updates_per_s"])
+    r["fraction_of_peak"] = round(r["gflop_per_s"] / peak, 3)
+    r["gflop_per_update"] = _sig(r["gflop_per_update"])
+    r["call_s"] = [round(t, 3) for t in r["call_s"]]
+    return r
+
+
+def _ratios(fast: dict, slow: dict) -> dict:
+    """How much faster `fast` runs, and how many fewer FLOPs it needs, than `slow`."""
+    return {
+        "updates_per_s": round(fast["updates_per_s"] / slow["updates_per_s"], 2),
+        "gflop_per_update": round(slow["gflop_per_update"] / fast["gflop_per_update"], 2),
+    }
+
+
+def measure(
+    cfg: dict, elites=ELITE_MODES, forms=FORMS, variants=VARIANTS, profile_dir: str | None = None
+) -> dict:
+    key_model, key_pool, key_init = jax.random.split(jax.random.PRNGKey(0), 3)
+    pool = make_pool(key_pool, 4096)
+    shapes = {k: v for k, v in SHAPES.items() if cfg["batch"] == 256 or k == "square_2048"}
+    rates_before = matmul_rates(shapes)
+    programs = {}
+    for elite in elites:
+        world_step, scaler = build_world_step(cfg, key_model, elite)
+        for form in forms:
+            for variant in variants:
+                args = (cfg, elite, form, variant, world_step, scaler, pool, key_init)
+                programs[elite, form, variant] = _compile(*args)
+    for _ in range(cfg["calls"]):  # interleaved, so background load hits all alike
+        for p in programs.values():
             t0 = time.perf_counter()
-            states[name], _ = jax.block_until_ready(chunks[name](states[name]))
-            results[name]["call_s"].append(time.perf_counter() - t0)
-    for r in results.values():
-        best = min(r["call_s"])
-        r["updates_per_s"] = _sig(r["updates_per_call"] / best)
-        r["gflop_per_s"] = _sig(r["gflop_per_update"] * r["updates_per_s"])
-        r["gflop_per_update"] = _sig(r["gflop_per_update"])
-        r["call_s"] = [round(t, 3) for t in r["call_s"]]
-    prod, ref = results["production"], results["reference"]
+            p["state"], _ = jax.block_until_ready(p["chunk"](p["state"]))
+            p["record"]["call_s"].append(time.perf_counter() - t0)
+    rates_after = matmul_rates(shapes)
+    if profile_dir:  # after the timing, so that tracing cannot slow the timed calls
+        for (elite, form, variant), p in programs.items():
+            if variant == "production":
+                run = functools.partial(p["chunk"], p["state"])
+                folder = Path(profile_dir) / f"{elite}_{form}"
+                p["record"]["profile"] = op_time_shares(run, 2, folder)
+    rates = {k: max(rates_before[k], rates_after[k]) for k in rates_before}
+    peak = max(rates.values())
+    results: dict = {}
+    for (elite, form, variant), p in programs.items():
+        results.setdefault(elite, {}).setdefault(form, {})[variant] = _summarise(p["record"], peak)
+    for by_form in results.values():
+        for r in by_form.values():
+            if {"production", "reference"} <= r.keys():
+                r["production_over_reference"] = _ratios(r["production"], r["reference"])
+        if {"separate", "shared"} <= by_form.keys() and "production" in variants:
+            ratios = _ratios(by_form["shared"]["production"], by_form["separate"]["production"])
+            by_form["production_shared_over_separate"] = ratios
     return {
         "benchmark": "leq_actor_critic_update",
         "device": jax.devices()[0].device_kind,
         "jax": jax.__version__,
         "shapes": {k: cfg[k] for k in ("batch", "horizon", "hidden", "wm_hidden", "members")}
         | {"elites": cfg["elites"], "obs_dim": OBS_DIM, "act_dim": ACT_DIM},
-        "model_step": model_name,
-        "production": prod,
-        "reference": ref,
-        "ratio_updates_per_s": round(prod["updates_per_s"] / ref["updates_per_s"], 2),
-        "ratio_gflop_per_update": round(ref["gflop_per_update"] / prod["gflop_per_update"], 2),
+        "model_step": "agent.world_model.EnsembleWorldModel.imagine_step",
+        "matmul_gflop_per_s": {"before": rates_before, "after": rates_after},
+        "peak_gflop_per_s": peak,
+        "results": results,
+        "production_fraction_of_peak": {
+            f"{elite}/{form}": by_form[form]["production"]["fraction_of_peak"]
+            for elite, by_form in results.items()
+            for form in forms
+            if "production" in by_form[form]
+        },
         "timing": "best of interleaved timed calls, after one compile+warm-up call",
     }
 
@@ -199,9 +261,17 @@ def measure(cfg: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes (smoke test)")
+    parser.add_argument("--elite", nargs="+", choices=ELITE_MODES, default=list(ELITE_MODES))
+    parser.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument(
+        "--profile", metavar="DIR", help="also trace each production program into DIR and report "
+        "where its op time goes (benchmarks/xla_profile.py)",
+    )  # fmt: skip
     args = parser.parse_args()
     t0 = time.perf_counter()
-    out = measure(QUICK if args.quick else FULL)
+    cfg = QUICK if args.quick else FULL
+    out = measure(cfg, args.elite, args.forms, args.variants, args.profile)
     out["total_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
 

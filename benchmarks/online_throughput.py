@@ -26,7 +26,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,6 +37,7 @@ from agent.methods import agent_class  # noqa: E402
 from agent.programs import Programs  # noqa: E402
 from agent.runner.loop import Collector, new_counters  # noqa: E402
 from agent.runner.sources import EpisodeRunner, online_context, task_spec  # noqa: E402
+from benchmarks.matmul_peak import matmul_gflops  # noqa: E402
 
 METHODS = ("sac", "td3", "gem")
 FILL_CHUNK = 10_000
@@ -106,27 +106,6 @@ def flops_per_update(setup: Setup) -> float:
     return float(cost["flops"])
 
 
-def matmul_peak_gflops(size: int = 256, chain: int = 200, repeats: int = 10) -> float:
-    """GFLOP/s of a jitted chain of `chain` [size, size] x [size, size] float32 products."""
-
-    @jax.jit
-    def run(x, w):
-        def body(x, _):
-            return jnp.tanh(x @ w), None  # tanh keeps the chain bounded and dependent
-
-        return jax.lax.scan(body, x, None, length=chain)[0]
-
-    x = jnp.ones((size, size), jnp.float32) * 0.01
-    w = jnp.eye(size, dtype=jnp.float32)
-    run(x, w).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(x, w).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 * chain / best / 1e9
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="hopper")
@@ -134,7 +113,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=10, help="chunks per method per round")
     parser.add_argument("--quick", action="store_true", help="debug sizes (smoke run)")
     args = parser.parse_args()
-    peak = matmul_peak_gflops()  # first, before the replays fill memory
+    peak = matmul_gflops(256, 256, 200)  # first, before the replays fill memory
     setups = {m: Setup(m, args.task, args.quick) for m in METHODS}
     for setup in setups.values():
         setup.chunk()  # compiles
