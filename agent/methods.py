@@ -10,11 +10,13 @@ from agent.protocol import Agent
 METHODS = {
     "bc": "agent.bc.agent:BCAgent",
     "gem": "agent.gem.agent:GEMAgent",
+    "iql": "agent.iql.agent:IQLAgent",
     "leq": "agent.leq.agent:LEQAgent",
     "leq_pixels": "agent.leq_pixels.agent:LEQPixelsAgent",
     "model": "agent.model_stage.agent:ModelStageAgent",
     "sac": "agent.sac.agent:SACAgent",
     "td3": "agent.td3.agent:TD3Agent",
+    "td3bc": "agent.td3bc.agent:TD3BCAgent",
     "vem": "agent.vem.agent:VEMAgent",
 }
 

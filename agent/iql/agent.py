@@ -1,0 +1,143 @@
+"""IQL as an offline agent on the shared runner (agent/iql/losses.py has the equations).
+
+One update, in the official order: V on the target critics' expectile; the policy by AWR with
+the new V; the critics on r + gamma m V(s'); then the target critics by Polyak averaging. The
+policy's learning rate follows a cosine decay over `train.steps` (IQL's schedule). Rewards are
+preprocessed by the dataset loader (`dataset.reward_norm: auto`: IQL's locomotion scaling).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agent import replay as replay_lib
+from agent.config import ConfigError
+from agent.distributions import gaussian_log_prob
+from agent.iql import losses
+from agent.iql.networks import gaussian_policy, value_net
+from agent.networks import polyak
+from agent.observations import flat_obs
+from agent.programs import apply_gradients
+from agent.protocol import Agent, Context, Spec
+from agent.sac.networks import critics
+
+PHASE = "iql"
+LR_SCHEDULES = ("cosine", "constant")
+
+
+class IQLState(NamedTuple):
+    actor_params: dict
+    critic_params: dict
+    target_critic_params: dict
+    value_params: dict
+    actor_opt_state: optax.OptState
+    critic_opt_state: optax.OptState
+    value_opt_state: optax.OptState
+
+
+class IQLAgent(Agent):
+    """Implicit Q-learning: expectile V, twin Q with a target, advantage-weighted policy."""
+
+    policy_fields = ("actor_params",)
+
+    def __init__(self, cfg, spec: Spec, context: Context):
+        super().__init__(cfg, spec, context)
+        self.c = c = cfg.iql
+        if c.actor_lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"iql.actor_lr_schedule='{c.actor_lr_schedule}' is not one of: "
+                f"{', '.join(LR_SCHEDULES)}"
+            )
+        self.batch = cfg.train.batch_size
+        self.actor_net = gaussian_policy(c.hidden, spec.act_dim)
+        self.critic_net = critics(c.hidden)
+        self.value_net = value_net(c.hidden)
+        schedule = optax.cosine_decay_schedule(c.actor_lr, max(int(cfg.train.steps), 1))
+        self.actor_opt = optax.adam(schedule if c.actor_lr_schedule == "cosine" else c.actor_lr)
+        self.critic_opt = optax.adam(c.critic_lr)
+        self.value_opt = optax.adam(c.value_lr)
+
+    def init(self, key: jax.Array, spec: Spec) -> IQLState:
+        k_actor, k_critic, k_value = jax.random.split(key, 3)
+        obs = jnp.zeros((1, spec.flat_obs_dim))
+        actor = self.actor_net.init(k_actor, obs)
+        critic = self.critic_net.init(k_critic, obs, jnp.zeros((1, spec.act_dim)))
+        value = self.value_net.init(k_value, obs)
+        return IQLState(
+            actor_params=actor,
+            critic_params=critic,
+            target_critic_params=jax.tree.map(jnp.copy, critic),
+            value_params=value,
+            actor_opt_state=self.actor_opt.init(actor),
+            critic_opt_state=self.critic_opt.init(critic),
+            value_opt_state=self.value_opt.init(value),
+        )
+
+    def phase(self, step: int) -> str:
+        return PHASE
+
+    def batch_size(self, phase: str) -> int:
+        return self.batch
+
+    def train(self, phase, state: IQLState, replay, key) -> tuple[IQLState, dict]:
+        """One IQL update on a uniform batch."""
+        c = self.c
+        batch = replay_lib.sample(replay, key, self.batch)
+        obs = flat_obs(batch["observations"], self.spec)
+        next_obs = flat_obs(batch["next_observations"], self.spec)
+        target_q = self.critic_net.apply(state.target_critic_params, obs, batch["actions"])
+
+        def value_loss_fn(params):
+            v = self.value_net.apply(params, obs)
+            return losses.value_loss(target_q, v, c.expectile), v
+
+        value, value_opt, (value_loss, v), _ = apply_gradients(
+            self.value_opt, state.value_params, state.value_opt_state, value_loss_fn, True
+        )
+        weights = losses.awr_weights(target_q, v, c.temperature, c.max_weight)
+
+        def actor_loss_fn(params):
+            mean, log_std = self.actor_net.apply(params, obs)
+            return losses.actor_loss(weights, gaussian_log_prob(batch["actions"], mean, log_std))
+
+        actor, actor_opt, actor_loss, _ = apply_gradients(
+            self.actor_opt, state.actor_params, state.actor_opt_state, actor_loss_fn
+        )
+        next_v = self.value_net.apply(value, next_obs)
+        targets = losses.critic_targets(batch["rewards"], batch["masks"], next_v, c.gamma)
+
+        def critic_loss_fn(params):
+            q = self.critic_net.apply(params, obs, batch["actions"])
+            return losses.critic_loss(q, targets), q
+
+        critic, critic_opt, (critic_loss, q), _ = apply_gradients(
+            self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True
+        )
+        state = IQLState(
+            actor_params=actor,
+            critic_params=critic,
+            target_critic_params=polyak(critic, state.target_critic_params, c.tau),
+            value_params=value,
+            actor_opt_state=actor_opt,
+            critic_opt_state=critic_opt,
+            value_opt_state=value_opt,
+        )
+        metrics = {
+            "train/value_loss": value_loss,
+            "train/critic_loss": critic_loss,
+            "train/actor_loss": actor_loss,
+            "train/v_mean": jnp.mean(v),
+            "train/q_mean": jnp.mean(q),
+            "train/awr_weight_mean": jnp.mean(weights),
+            "train/awr_weight_clipped": jnp.mean(weights >= c.max_weight),
+        }
+        return state, metrics
+
+    def policy(self, state: IQLState, carry, obs, mode, key):
+        """The policy's mode tanh(MLP(s)), clipped to [-1, 1] (the same in every mode)."""
+        mean, _ = self.actor_net.apply(state.actor_params, flat_obs(obs, self.spec))
+        return carry, jnp.clip(mean, -1.0, 1.0)

@@ -1,0 +1,147 @@
+"""TD3+BC as an offline agent on the shared runner.
+
+TD3's critic step every update (smoothed target actions, clipped double-Q targets); every
+`policy_delay`-th update the actor step on TD3+BC's loss (agent/td3bc/losses.py) and the soft
+update of the target actor and critics. Observations are standardised with the dataset's
+statistics (the runner's context); rewards are used raw (`dataset.reward_norm: none` in the
+presets), as in the paper.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agent import replay as replay_lib
+from agent.networks import polyak
+from agent.observations import flat_obs, normalize
+from agent.programs import apply_gradients
+from agent.protocol import Agent, Context, Spec
+from agent.sac.networks import critics, deterministic_actor
+from agent.td3 import losses as td3_losses
+from agent.td3bc import losses
+
+PHASE = "td3bc"
+
+
+class TD3BCState(NamedTuple):
+    actor_params: dict
+    critic_params: dict
+    target_actor_params: dict
+    target_critic_params: dict
+    actor_opt_state: optax.OptState
+    critic_opt_state: optax.OptState
+    obs_mean: jax.Array
+    obs_std: jax.Array
+    step: jax.Array  # updates done (the actor steps on every policy_delay-th)
+
+
+class TD3BCAgent(Agent):
+    """TD3 plus a behaviour-cloning term in the actor loss, on normalised observations."""
+
+    policy_fields = ("actor_params", "obs_mean", "obs_std")
+
+    def __init__(self, cfg, spec: Spec, context: Context):
+        super().__init__(cfg, spec, context)
+        self.c = c = cfg.td3bc
+        self.batch = cfg.train.batch_size
+        self.actor_net = deterministic_actor(c.hidden, spec.act_dim)
+        self.critic_net = critics(c.hidden)
+        self.actor_opt = optax.adam(c.actor_lr)
+        self.critic_opt = optax.adam(c.critic_lr)
+
+    def init(self, key: jax.Array, spec: Spec) -> TD3BCState:
+        actor_key, critic_key = jax.random.split(key)
+        obs = jnp.zeros((1, spec.flat_obs_dim))
+        actor = self.actor_net.init(actor_key, obs)
+        critic = self.critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
+        if self.c.obs_norm:
+            mean, std = jnp.asarray(self.context.obs_mean), jnp.asarray(self.context.obs_std)
+        else:
+            mean, std = jnp.zeros(spec.flat_obs_dim), jnp.ones(spec.flat_obs_dim)
+        return TD3BCState(
+            actor_params=actor,
+            critic_params=critic,
+            target_actor_params=jax.tree.map(jnp.copy, actor),
+            target_critic_params=jax.tree.map(jnp.copy, critic),
+            actor_opt_state=self.actor_opt.init(actor),
+            critic_opt_state=self.critic_opt.init(critic),
+            obs_mean=mean,
+            obs_std=std,
+            step=jnp.int32(0),
+        )
+
+    def phase(self, step: int) -> str:
+        return PHASE
+
+    def batch_size(self, phase: str) -> int:
+        return self.batch
+
+    def _obs(self, state: TD3BCState, obs: dict) -> jax.Array:
+        return normalize(flat_obs(obs, self.spec), state.obs_mean, state.obs_std)
+
+    def train(self, phase, state: TD3BCState, replay, key) -> tuple[TD3BCState, dict]:
+        """Critic step; every policy_delay-th update also the actor step and the target update."""
+        c = self.c
+        sample_key, noise_key = jax.random.split(key)
+        batch = replay_lib.sample(replay, sample_key, self.batch)
+        obs = self._obs(state, batch["observations"])
+        next_obs = self._obs(state, batch["next_observations"])
+        next_action = td3_losses.smoothed_target_actions(
+            self.actor_net.apply(state.target_actor_params, next_obs),
+            noise_key,
+            c.target_noise,
+            c.target_noise_clip,
+        )
+        next_q = self.critic_net.apply(state.target_critic_params, next_obs, next_action)
+        targets = td3_losses.clipped_double_q_targets(
+            batch["rewards"], batch["masks"], next_q, c.gamma
+        )
+
+        def critic_loss_fn(params):
+            q = self.critic_net.apply(params, obs, batch["actions"])
+            return td3_losses.critic_loss(q, targets), q
+
+        critic, critic_opt, (critic_loss, q), _ = apply_gradients(
+            self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True
+        )
+        state = state._replace(critic_params=critic, critic_opt_state=critic_opt)
+        nan = jnp.float32(jnp.nan)
+        state, (actor_loss, lam) = jax.lax.cond(
+            state.step % c.policy_delay == 0,
+            lambda s: self._actor_and_targets(s, obs, batch["actions"]),
+            lambda s: (s, (nan, nan)),
+            state,
+        )
+        metrics = {
+            "train/critic_loss": critic_loss,
+            "train/actor_loss": actor_loss,
+            "train/bc_lambda": lam,
+            "train/q_mean": jnp.mean(q),
+        }
+        return state._replace(step=state.step + 1), metrics
+
+    def _actor_and_targets(self, state: TD3BCState, obs: jax.Array, actions: jax.Array):
+        def loss_fn(params):
+            pi = self.actor_net.apply(params, obs)
+            q1 = self.critic_net.apply(state.critic_params, obs, pi)[:, 0]
+            return losses.actor_loss(q1, pi, actions, self.c.alpha)
+
+        actor, actor_opt, (loss, lam), _ = apply_gradients(
+            self.actor_opt, state.actor_params, state.actor_opt_state, loss_fn, True
+        )
+        tau = self.c.tau
+        state = state._replace(
+            actor_params=actor,
+            actor_opt_state=actor_opt,
+            target_actor_params=polyak(actor, state.target_actor_params, tau),
+            target_critic_params=polyak(state.critic_params, state.target_critic_params, tau),
+        )
+        return state, (loss, lam)
+
+    def policy(self, state: TD3BCState, carry, obs, mode, key):
+        """pi(normalised s) (the same in every mode)."""
+        return carry, self.actor_net.apply(state.actor_params, self._obs(state, obs))
