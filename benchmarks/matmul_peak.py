@@ -17,11 +17,13 @@ import jax.numpy as jnp
 
 # name -> (rows, inner, chain length): a large square product (what the hardware can do) and the
 # shapes of the LEQ update's dense layers: all H+1 imagined steps at once ([B (H+1), 256] x
-# [256, 256], B 256, H 10) and one step inside the rollout ([B, 256] x [256, 256]).
+# [256, 256], B 256, H 10), one step inside the rollout ([B, 256] x [256, 256]) and one elite's
+# share of a balanced ensemble step ([B / 5, 200] x [200, 200]).
 SHAPES = {
     "square_2048": (2048, 2048, 4),
     "rows_2816_by_256": (2816, 256, 60),
     "rows_256_by_256": (256, 256, 400),
+    "rows_52_by_200": (52, 200, 1000),
 }
 
 

@@ -158,6 +158,7 @@ def test_bad_leq_settings_are_config_errors(data_dir):
     for override, fragment in (
         ("leq.policy_objective=two_step", "leq.policy_objective='two_step' is not one of"),
         ("leq.rollout_freq=30", "leq.rollout_freq=30 must be a multiple"),
+        ("leq.actor_lr_schedule=linear", "leq.actor_lr_schedule='linear' is not one of"),
         ("train.steps=200", "leaves no LEQ steps"),
         ("world_model.hidden=[8]", "world_model: weight_decays needs 2 entries"),
     ):
@@ -190,6 +191,9 @@ def test_debug_run_logs_every_phase_and_resumes_exactly(tmp_path, data_dir):
         "train/imagined_return",
         "train/model_buffer_size",
         "eval/normalized_score",
+        "critic/q_data",
+        "critic/mc_return",
+        "critic/correlation_with_mc_return",
     ):
         assert key in keys, key
     assert all(np.isfinite(v) for m in metrics for v in m.values())

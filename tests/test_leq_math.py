@@ -130,6 +130,9 @@ def test_critic_loss_terms_match_numpy():
     total = (1 - beta) * l_env + beta * l_model + beta * r_model + (1 - beta) * r_env
     got = losses.critic_loss(l_env, l_model, r_env, r_model, beta)
     np.testing.assert_allclose(got, total, rtol=1e-6)
+    weighted = (1 - beta) * (l_env + 0.3 * r_env) + beta * (l_model + 0.3 * r_model)
+    got = losses.critic_loss(l_env, l_model, r_env, r_model, beta, ema_weight=0.3)
+    np.testing.assert_allclose(got, weighted, rtol=1e-6)
 
 
 def test_policy_step_weights():

@@ -27,11 +27,12 @@ import optax
 
 from agent import replay as replay_lib
 from agent.config import ConfigError
-from agent.leq import networks
+from agent.leq import critic_check, networks
 from agent.leq import update as leq
 from agent.protocol import EVAL, Agent, Context, Spec
 
 BC, FQE, LEQ = "bc", "fqe", "leq"
+CRITIC_CHECK_ROWS = 4096  # dataset pairs per critic check
 
 
 class LEQState(NamedTuple):
@@ -49,6 +50,7 @@ def hyper_from_config(cfg) -> leq.LEQHyper:
     for key, allowed in (
         ("policy_objective", leq.POLICY_OBJECTIVES),
         ("critic_target", leq.CRITIC_TARGETS),
+        ("actor_lr_schedule", leq.ACTOR_LR_SCHEDULES),
     ):
         if c[key] not in allowed:
             raise ConfigError(f"leq.{key}='{c[key]}' is not one of: {', '.join(allowed)}")
@@ -57,7 +59,7 @@ def hyper_from_config(cfg) -> leq.LEQHyper:
     return leq.LEQHyper(
         gamma=c.gamma, lam=c.lam, horizon=c.horizon, tau=c.tau, beta=c.beta, ema_rate=c.ema_rate,
         expectile=c.expectile, policy_objective=c.policy_objective, critic_target=c.critic_target,
-        shared_rollout=c.shared_rollout,
+        shared_rollout=c.shared_rollout, ema_weight=c.ema_weight,
     )  # fmt: skip
 
 
@@ -77,10 +79,11 @@ class LEQAgent(Agent):
         self.world = context.world
         self.nets = leq.make_nets(
             spec.act_dim, tuple(c.hidden), c.actor_lr, c.critic_lr,
-            cfg.train.steps - self.pretrain_end,
+            cfg.train.steps - self.pretrain_end, c.actor_lr_schedule,
         )  # fmt: skip
         self.bc_tx, self.fqe_tx = optax.adam(c.bc_lr), optax.adam(c.fqe_lr)
         self.capacity = c.rollout_retain * c.rollout_length * c.rollout_batch
+        self._mc_returns = None  # the dataset's discounted returns, for `report`
 
     def _check_schedule(self, cfg) -> None:
         c, chunk = cfg.leq, cfg.train.updates_per_call
@@ -136,6 +139,24 @@ class LEQAgent(Agent):
             "observations": latent(batch["observations"]),
             "next_observations": latent(batch["next_observations"]),
         }
+
+    def report(self, state: LEQState, replay, key: jax.Array) -> tuple[dict, dict]:
+        """Whether the critic has converged: Q on dataset pairs against their discounted
+        Monte-Carlo returns (agent/leq/critic_check.py), at every evaluation."""
+        data = replay.data
+        if self._mc_returns is None:  # the offline dataset never changes: once per run
+            self._mc_returns = critic_check.discounted_returns_to_go(
+                jnp.asarray(data["rewards"]), jnp.asarray(data["episode_ends"]), self.hyper.gamma
+            )
+        rows = critic_check.sample_rows(int(replay.size), key, CRITIC_CHECK_ROWS)
+        q = self._q_on_rows(state, replay_lib.gather(data, np.asarray(rows)))
+        return critic_check.critic_against_returns(q, self._mc_returns[rows]), {}
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _q_on_rows(self, state: LEQState, batch: dict) -> jax.Array:
+        data = self._latents(state.world_model, batch)
+        q = leq.q_fn(self.nets, state.ac.critic, state.scaler)
+        return q(data["observations"], data["actions"])
 
     def _world_step(self, world):
         """(latent, action, key) -> (next latent, reward, continue) of the frozen model."""

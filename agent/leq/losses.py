@@ -70,10 +70,16 @@ def ema_regulariser(
 
 
 def critic_loss(
-    l_env: jax.Array, l_model: jax.Array, r_env: jax.Array, r_model: jax.Array, beta: float
+    l_env: jax.Array,
+    l_model: jax.Array,
+    r_env: jax.Array,
+    r_model: jax.Array,
+    beta: float,
+    ema_weight: float = 1.0,
 ) -> jax.Array:
-    """L_Q = (1 - beta) L_env + beta L_model + beta R_model + (1 - beta) R_env (omega_EMA = 1)."""
-    return (1.0 - beta) * (l_env + r_env) + beta * (l_model + r_model)
+    """L_Q = (1 - beta) (L_env + w R_env) + beta (L_model + w R_model); w = omega_EMA, 1 in the
+    official code."""
+    return (1.0 - beta) * (l_env + ema_weight * r_env) + beta * (l_model + ema_weight * r_model)
 
 
 def policy_step_weights(

@@ -45,6 +45,7 @@ class LEQHyper:
     tau: float = 0.1
     beta: float = 0.25
     ema_rate: float = 0.005
+    ema_weight: float = 1.0  # omega_EMA: weight of the EMA regulariser in the critic and FQE losses
     expectile: bool = True
     policy_objective: str = "lambda"
     critic_target: str = "lambda"
@@ -71,11 +72,23 @@ class ActorCritic(NamedTuple):
     critic_opt: Any
 
 
+ACTOR_LR_SCHEDULES = ("cosine", "constant")
+
+
 def make_nets(
-    act_dim: int, hidden: tuple[int, ...], actor_lr: float, critic_lr: float, decay_steps: int
+    act_dim: int,
+    hidden: tuple[int, ...],
+    actor_lr: float,
+    critic_lr: float,
+    decay_steps: int,
+    actor_lr_schedule: str = "cosine",
 ) -> Nets:
-    """Actor (Adam, cosine-decayed lr over `decay_steps`) and critic (Adam, constant lr)."""
-    actor_tx = optax.adam(optax.cosine_decay_schedule(actor_lr, max(decay_steps, 1)))
+    """Actor (Adam; lr cosine-decayed to 0 over `decay_steps` as the official code, or constant)
+    and critic (Adam, constant lr)."""
+    if actor_lr_schedule == "cosine":
+        actor_tx = optax.adam(optax.cosine_decay_schedule(actor_lr, max(decay_steps, 1)))
+    else:
+        actor_tx = optax.adam(actor_lr)
     return Nets(
         networks.make_actor(act_dim, hidden),
         networks.make_critic(hidden),
@@ -217,7 +230,7 @@ def critic_step(
         l_env = losses.env_critic_loss(y_env, q_env)
         r_model = losses.ema_regulariser(ema_model, q_model, weights)
         r_env = losses.ema_regulariser(ema_env, q_env)
-        total = losses.critic_loss(l_env, l_model, r_env, r_model, hyper.beta)
+        total = losses.critic_loss(l_env, l_model, r_env, r_model, hyper.beta, hyper.ema_weight)
         gap = jnp.sum(weights * (q_model - targets)) / jnp.maximum(jnp.sum(weights), 1e-6)
         return total, {
             "train/critic_loss": total,
@@ -291,7 +304,8 @@ def fqe_step(
     """Pre-training (§3.7), FQE of the BC policy with the EMA regulariser on (s, a):
 
     y = r + gamma mask Q_phi(s', pi_BC(s')) (constant);
-    L = mean (Q_phi(s, a) - y)^2 + mean (Q_phi(s, a) - Qbar(s, a))^2;  Qbar <- EMA of phi.
+    L = mean (Q_phi(s, a) - y)^2 + w mean (Q_phi(s, a) - Qbar(s, a))^2;  Qbar <- EMA of phi
+    (w = omega_EMA, 1 in the official code).
     """
     q = functools.partial(nets.critic.apply, in_mean=scaler[0], in_std=scaler[1])
     next_act = policy_fn(nets, actor, scaler)(data["next_observations"])
@@ -301,7 +315,8 @@ def fqe_step(
 
     def loss_fn(params):
         pred = q(params, data["observations"], data["actions"])
-        return jnp.mean(jnp.square(pred - y)) + losses.ema_regulariser(q_ema, pred)
+        reg = losses.ema_regulariser(q_ema, pred)
+        return jnp.mean(jnp.square(pred - y)) + hyper.ema_weight * reg
 
     critic, opt, loss, norm = apply_gradients(tx, critic, opt, loss_fn)
     ema = optax.incremental_update(critic, ema, hyper.ema_rate)
