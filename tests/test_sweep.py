@@ -31,6 +31,20 @@ def test_seeds_and_grid_parse_and_bad_ones_name_the_problem():
             parse_grid(bad)
 
 
+def test_config_grid_keys_load_presets_after_the_config_ones(tmp_path):
+    from agent.runner.sweep import expand
+
+    grid = parse_grid(["config=iql_hopper,td3bc_hopper+debug", "train.steps=300"])
+    runs = expand(["default"], [], grid, [0, 1], tmp_path)
+    assert len(runs) == 4
+    first, last = runs[0].config(["default"]), runs[-1].config(["default"])
+    assert (first.method, first.task, first.train.steps) == ("iql", "hopper", 300)
+    assert (last.method, last.dataset.size, last.seed) == ("td3bc", 5000, 1)  # debug applied
+    assert runs[-1].logdir == tmp_path / "config=td3bc_hopper+debug,train.steps=300" / "seed1"
+    with pytest.raises(ConfigError, match="nope"):
+        expand(["default"], [], parse_grid(["config=nope"]), [0], tmp_path)
+
+
 def test_a_bad_grid_value_stops_before_any_run(tmp_path, capsys):
     code = main(["sweep", *QUICK, "--grid", "method=bc,nope", "--root", str(tmp_path / "s")])
     assert code == 2

@@ -104,7 +104,8 @@ def _add_sweep_parser(sub) -> None:
         default=[],
         metavar="KEY=V1,V2",
         help="a config key and its values, e.g. --grid method=leq,vem,bc; repeatable (the "
-        "runs are every combination)",
+        "runs are every combination); the key config (or config.NAME) takes preset names, "
+        "e.g. --grid config=iql_hopper,td3bc_hopper (a+b: both)",
     )
     sweep.add_argument(
         "--root", type=Path, help="sweep folder (default: runs/sweep-<config names>)"

@@ -8,7 +8,11 @@ per `--grid` key and one seed), in
 
     ROOT/<key>=<value>,<key>=<value>/seed<S>/          (ROOT/seed<S>/ without a grid)
 
-so a sweep is idempotent: a run whose folder holds its final result is skipped, an interrupted
+A grid key named `config` or `config.<name>` takes preset names instead of values
+(`--grid config=iql_hopper,td3bc_hopper`; `a+b` applies two): each run loads them after the
+`--config` presets, in grid order, so one sweep can cover methods whose presets differ.
+
+A sweep is idempotent: a run whose folder holds its final result is skipped, an interrupted
 one resumes from its newest checkpoint, and a run is never trained twice. With Ray each run is
 one task (`--cpus-per-run`, `--gpus-per-run` resources) on a local Ray instance, or on the
 cluster at `--address` / $RAY_ADDRESS (whose nodes must see ROOT and the data folder, e.g. on a
@@ -39,6 +43,11 @@ class SweepRun:
     seed: int
     overrides: tuple[str, ...]
     logdir: Path
+    presets: tuple[str, ...] = ()  # from `config` grid keys, loaded after the --config ones
+
+    def config(self, configs: list[str]):
+        """The run's full config: `configs`, its grid presets, its overrides."""
+        return load_config([*configs, *self.presets], list(self.overrides))
 
     @property
     def label(self) -> str:
@@ -92,11 +101,19 @@ def expand(
         values = tuple(zip(keys, choice, strict=True))
         point = [f"{k}={v}" for k, v in values]
         folder = root / ",".join(point) if point else root
+        presets = tuple(n for k, v in values if is_preset_key(k) for n in v.split("+"))
+        sets = [f"{k}={v}" for k, v in values if not is_preset_key(k)]
         for seed in seeds:
-            run_overrides = (*overrides, *point, f"seed={seed}")
-            _check(load_config(configs, run_overrides))
-            runs.append(SweepRun(values, seed, run_overrides, folder / f"seed{seed}"))
+            run_overrides = (*overrides, *sets, f"seed={seed}")
+            run = SweepRun(values, seed, run_overrides, folder / f"seed{seed}", presets)
+            _check(run.config(configs))
+            runs.append(run)
     return runs
+
+
+def is_preset_key(key: str) -> bool:
+    """A grid key whose values are preset names: `config` or `config.<name>`."""
+    return key == "config" or key.startswith("config.")
 
 
 def _check(cfg) -> None:
@@ -111,7 +128,7 @@ def _check(cfg) -> None:
 def is_finished(run: SweepRun, configs: list[str]) -> bool:
     """The run's folder holds the final result of all its steps."""
     result = rundir.read_result(run.logdir)
-    steps = load_config(configs, run.overrides).train.steps
+    steps = run.config(configs).train.steps
     return result is not None and int(result.get("step", -1)) >= steps
 
 
@@ -121,7 +138,7 @@ def execute(configs: list[str], run: SweepRun, workdir: str) -> dict:
     os.chdir(workdir)
     from agent.runner import train
 
-    cfg = load_config(configs, run.overrides)
+    cfg = run.config(configs)
     start = time.perf_counter()
     result = train(cfg, run.logdir, quiet=True)
     wall = round(time.perf_counter() - start, 1)

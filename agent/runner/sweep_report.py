@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.config import load_config
 from agent.runner import rundir
 from agent.runner.sweep import SweepRun, wall_seconds
 
@@ -37,7 +36,7 @@ def read_metrics(logdir: Path) -> list[dict]:
 
 def run_row(configs: list[str], run: SweepRun) -> dict:
     """What one finished run contributes: final score, wall time, mean training speed, curve."""
-    cfg = load_config(configs, run.overrides)
+    cfg = run.config(configs)
     result = rundir.read_result(run.logdir) or {}
     metrics = read_metrics(run.logdir)
     speeds = [m[k] for m in metrics for k in SPEED_KEYS if k in m]
