@@ -23,6 +23,7 @@ from agent.networks import polyak
 from agent.observations import flat_obs
 from agent.programs import apply_gradients
 from agent.protocol import Agent, Context, Spec
+from agent.sac import losses as sac_losses
 from agent.sac.networks import critics
 
 PHASE = "iql"
@@ -112,7 +113,7 @@ class IQLAgent(Agent):
 
         def critic_loss_fn(params):
             q = self.critic_net.apply(params, obs, batch["actions"])
-            return losses.critic_loss(q, targets), q
+            return sac_losses.critic_loss(q, targets), q
 
         critic, critic_opt, (critic_loss, q), _ = apply_gradients(
             self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True

@@ -6,7 +6,8 @@
 
 Q' are the target critics (Polyak-averaged), V is trained towards their upper expectile, the
 critics towards one-step targets through V (no max over actions, so no out-of-data action is
-ever queried), and the policy by advantage-weighted regression with clipped weights.
+ever queried), and the policy by advantage-weighted regression with clipped weights. L_Q is
+the twin-critic squared error of agent/sac/losses.py (`critic_loss`), used as it is.
 """
 
 from __future__ import annotations
@@ -29,11 +30,6 @@ def value_loss(target_q: jax.Array, v: jax.Array, tau: float) -> jax.Array:
 def critic_targets(rewards: jax.Array, masks: jax.Array, next_v: jax.Array, gamma: float):
     """y = r + gamma m V(s') [B]."""
     return rewards + gamma * masks * next_v
-
-
-def critic_loss(q: jax.Array, targets: jax.Array) -> jax.Array:
-    """L_Q: sum over the critics of the mean squared error; q [B, K], targets [B]."""
-    return jnp.sum(jnp.mean(jnp.square(q - targets[:, None]), axis=0))
 
 
 def awr_weights(target_q: jax.Array, v: jax.Array, temperature: float, max_weight: float):

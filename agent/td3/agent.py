@@ -23,6 +23,7 @@ from agent.programs import apply_gradients
 from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
 from agent.sac.networks import critics, deterministic_actor
 from agent.td3 import losses
+from agent.td3.critic_update import critic_update
 
 LEARN = "learn"
 
@@ -79,22 +80,10 @@ class TD3Agent(Agent):
         batch = replay_lib.sample(replay, sample_key, c.batch_size)
         obs = flat_obs(batch["observations"], self.spec)
         next_obs = flat_obs(batch["next_observations"], self.spec)
-        next_action = losses.smoothed_target_actions(
-            self.actor_net.apply(state.target_actor_params, next_obs),
+        critic, critic_opt, critic_loss, q, norm = critic_update(
+            self.actor_net, self.critic_net, self.critic_opt, c, state, obs, batch, next_obs,
             noise_key,
-            c.target_noise,
-            c.target_noise_clip,
-        )
-        next_q = self.critic_net.apply(state.target_critic_params, next_obs, next_action)
-        targets = losses.clipped_double_q_targets(batch["rewards"], batch["masks"], next_q, c.gamma)
-
-        def critic_loss_fn(params):
-            q = self.critic_net.apply(params, obs, batch["actions"])
-            return losses.critic_loss(q, targets), q
-
-        critic, critic_opt, (critic_loss, q), norm = apply_gradients(
-            self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True
-        )
+        )  # fmt: skip
         state = state._replace(critic_params=critic, critic_opt_state=critic_opt)
         state, actor_loss = jax.lax.cond(
             state.step % c.policy_delay == 0,

@@ -11,6 +11,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from agent.sac.losses import critic_loss  # the same L_Q: sum_k mean squared error
+
+__all__ = ["actor_loss", "clipped_double_q_targets", "critic_loss", "smoothed_target_actions"]
+
 
 def smoothed_target_actions(
     actions: jax.Array, key: jax.Array, noise: float, noise_clip: float
@@ -25,11 +29,6 @@ def clipped_double_q_targets(
 ) -> jax.Array:
     """y = r + gamma m min_k Q'_k(s', a~'); next_q [B, 2]."""
     return rewards + gamma * masks * jnp.min(next_q, axis=-1)
-
-
-def critic_loss(q: jax.Array, targets: jax.Array) -> jax.Array:
-    """sum over the critics of the mean squared error; q [B, K], targets [B]."""
-    return jnp.sum(jnp.mean(jnp.square(q - targets[:, None]), axis=0))
 
 
 def actor_loss(q: jax.Array) -> jax.Array:

@@ -1,6 +1,7 @@
 """TD3+BC as an offline agent on the shared runner.
 
-TD3's critic step every update (smoothed target actions, clipped double-Q targets); every
+TD3's critic step every update (agent/td3/critic_update.py: smoothed target actions, clipped
+double-Q targets); every
 `policy_delay`-th update the actor step on TD3+BC's loss (agent/td3bc/losses.py) and the soft
 update of the target actor and critics. Observations are standardised with the dataset's
 statistics (the runner's context); rewards are used raw (`dataset.reward_norm: none` in the
@@ -21,7 +22,7 @@ from agent.observations import flat_obs, normalize
 from agent.programs import apply_gradients
 from agent.protocol import Agent, Context, Spec
 from agent.sac.networks import critics, deterministic_actor
-from agent.td3 import losses as td3_losses
+from agent.td3.critic_update import critic_update
 from agent.td3bc import losses
 
 PHASE = "td3bc"
@@ -90,24 +91,10 @@ class TD3BCAgent(Agent):
         batch = replay_lib.sample(replay, sample_key, self.batch)
         obs = self._obs(state, batch["observations"])
         next_obs = self._obs(state, batch["next_observations"])
-        next_action = td3_losses.smoothed_target_actions(
-            self.actor_net.apply(state.target_actor_params, next_obs),
+        critic, critic_opt, critic_loss, q, _ = critic_update(
+            self.actor_net, self.critic_net, self.critic_opt, c, state, obs, batch, next_obs,
             noise_key,
-            c.target_noise,
-            c.target_noise_clip,
-        )
-        next_q = self.critic_net.apply(state.target_critic_params, next_obs, next_action)
-        targets = td3_losses.clipped_double_q_targets(
-            batch["rewards"], batch["masks"], next_q, c.gamma
-        )
-
-        def critic_loss_fn(params):
-            q = self.critic_net.apply(params, obs, batch["actions"])
-            return td3_losses.critic_loss(q, targets), q
-
-        critic, critic_opt, (critic_loss, q), _ = apply_gradients(
-            self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True
-        )
+        )  # fmt: skip
         state = state._replace(critic_params=critic, critic_opt_state=critic_opt)
         nan = jnp.float32(jnp.nan)
         state, (actor_loss, lam) = jax.lax.cond(
