@@ -1,7 +1,8 @@
 """One config system: YAML defaults, named presets merged in order, dotted command-line overrides.
 
 `configs/defaults.yaml` defines every key. A preset (`configs/NAME.yaml` or a path) may only set
-keys that exist there, with values of the same type (null only where the default is null).
+keys that exist there, with values of the same type (null only where the default is null); its
+top-level `include: [A, B]` merges presets A then B first, so a preset can be a sum of others.
 `--set a.b=value` parses `value` as YAML and checks it the same way. After merging, every numeric
 value (and every entry of a numeric list) must lie in the range that `configs/ranges.yaml`
 declares for its key (notation in that file; `parse_range`). Every mistake raises `ConfigError`
@@ -279,14 +280,33 @@ def _to_config(tree: Mapping) -> Config:
     return Config({k: _to_config(v) if isinstance(v, Mapping) else v for k, v in tree.items()})
 
 
+INCLUDE_KEY = "include"  # a preset's list of presets merged before its own keys
+
+
+def _merge_preset(tree: dict, name: str, defaults: Mapping, chain: tuple[str, ...]) -> dict:
+    """`tree` updated by preset `name`: first its `include` list (recursively), then its keys."""
+    path = resolve_config_path(name)
+    if str(path) in chain:
+        cycle = " -> ".join([*chain, str(path)])
+        raise ConfigError(f"{path}: '{INCLUDE_KEY}' forms a cycle ({cycle})")
+    data = load_yaml_file(path)
+    included = data.pop(INCLUDE_KEY, [])
+    if isinstance(included, str):
+        included = [included]
+    if not isinstance(included, list) or not all(isinstance(n, str) for n in included):
+        raise ConfigError(f"{path}: '{INCLUDE_KEY}' must be a list of preset names")
+    for inner in included:
+        tree = _merge_preset(tree, inner, defaults, chain=(*chain, str(path)))
+    return merge(tree, data, source=str(path), reference=defaults)
+
+
 def load_config(names: Iterable[str] = ("default",), overrides: Iterable[str] = ()) -> Config:
-    """defaults.yaml, then each preset in order, then each `--set` override; then every numeric
-    value is checked against configs/ranges.yaml (`check_ranges`)."""
+    """defaults.yaml, then each preset in order (its `include`s first), then each `--set`
+    override; then every numeric value is checked against configs/ranges.yaml."""
     defaults = load_yaml_file(resolve_config_path(DEFAULTS_NAME))
     tree = defaults
     for name in names:
-        path = resolve_config_path(name)
-        tree = merge(tree, load_yaml_file(path), source=str(path), reference=defaults)
+        tree = _merge_preset(tree, name, defaults, chain=())
     for text in overrides:
         tree = merge(tree, parse_override(text), source=f"--set {text}", reference=defaults)
     check_ranges(tree, defaults, load_ranges())

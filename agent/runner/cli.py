@@ -94,7 +94,7 @@ def _add_sweep_parser(sub) -> None:
         help="train a grid of configs x seeds (on Ray when installed) and tabulate the results",
         description="Train one run per grid point and seed (Ray tasks when Ray is installed, "
         "else one after another), skipping finished runs and resuming interrupted ones; then "
-        "write ROOT/results.csv, ROOT/results.md and ROOT/curves_<task>.png.",
+        "write ROOT/results.csv, ROOT/results.md and ROOT/curves_*.png (or --page).",
     )
     _add_config_flags(sweep)
     sweep.add_argument("--seeds", default="0", help="seeds: a range 0-4 or a list 0,2,7")
@@ -112,6 +112,17 @@ def _add_sweep_parser(sub) -> None:
     )
     sweep.add_argument(
         "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)"
+    )
+    sweep.add_argument(
+        "--page",
+        type=Path,
+        help="write the report into this Markdown page (its section for this sweep; CSV and "
+        "plots in PAGE_FOLDER/<root name>/) instead of ROOT",
+    )
+    sweep.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rebuild the report from the runs that have finished so far",
     )
     sweep.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run")
     sweep.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run")
@@ -196,10 +207,14 @@ def _cmd_sweep(args) -> int:
     grid, seeds = parse_grid(args.grid), parse_seeds(args.seeds)
     runs = expand(names, args.overrides, grid, seeds, root)
     print(f"sweep: {len(runs)} runs in {root}", flush=True)
-    run_sweep(names, runs, args.address, args.cpus_per_run, args.gpus_per_run)
-    command = " ".join(["python run.py", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else ""
-    for path in write_report(names, runs, root, command or "python run.py sweep"):
-        print(f"wrote {path}", flush=True)
+    words = [w for w in sys.argv[1:] if w != "--report-only"]
+    command = " ".join(["python run.py", *words]) if words[:1] == ["sweep"] else ""
+    try:
+        if not args.report_only:
+            run_sweep(names, runs, args.address, args.cpus_per_run, args.gpus_per_run)
+    finally:  # failed or interrupted runs: the report still shows the finished ones
+        for path in write_report(names, runs, root, command or "python run.py sweep", args.page):
+            print(f"wrote {path}", flush=True)
     return 0
 
 

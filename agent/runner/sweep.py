@@ -32,7 +32,7 @@ from pathlib import Path
 from agent.config import ConfigError, load_config
 from agent.runner import rundir
 
-SWEEP_FILE = "sweep.json"  # in each run folder: wall time of the call that finished it
+SWEEP_FILE = "sweep.json"  # in each run folder: wall time summed over the calls that trained it
 
 
 @dataclass(frozen=True)
@@ -139,11 +139,17 @@ def execute(configs: list[str], run: SweepRun, workdir: str) -> dict:
     from agent.runner import train
 
     cfg = run.config(configs)
+    before = _read_sweep_file(run.logdir)
     start = time.perf_counter()
-    result = train(cfg, run.logdir, quiet=True)
-    wall = round(time.perf_counter() - start, 1)
-    rundir.write_json_atomic(run.logdir / SWEEP_FILE, {"wall_s": wall})
-    return result
+    try:
+        return train(cfg, run.logdir, quiet=True)
+    finally:  # also when interrupted: a resumed run's wall time is the sum of its calls
+        if run.logdir.is_dir():
+            wall = before.get("wall_s", 0.0) + time.perf_counter() - start
+            calls = before.get("calls", 0) + 1
+            rundir.write_json_atomic(
+                run.logdir / SWEEP_FILE, {"wall_s": round(wall, 1), "calls": calls}
+            )
 
 
 def run_sweep(
@@ -211,6 +217,12 @@ def _report_done(run: SweepRun, result: dict) -> None:
     print(f"done {run.logdir}{shown}", flush=True)
 
 
-def wall_seconds(logdir: Path) -> float | None:
+def _read_sweep_file(logdir: Path) -> dict:
     path = Path(logdir) / SWEEP_FILE
-    return json.loads(path.read_text())["wall_s"] if path.exists() else None
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def wall_seconds(logdir: Path) -> float | None:
+    """The run's wall time summed over the sweep calls that trained it (a call killed with
+    SIGKILL is not counted)."""
+    return _read_sweep_file(logdir).get("wall_s")
