@@ -35,6 +35,39 @@ def test_defaults_define_every_key_of_every_preset():
         load_config([str(CONFIG_DIR / f"{name}.yaml")])  # raises on any unknown key or wrong type
 
 
+def test_a_preset_includes_others_first_and_its_own_keys_win(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train:\n  steps: 100\n  batch_size: 7\n")
+    b.write_text(f"include: [{a}]\ntrain:\n  steps: 200\n")
+    cfg = load_config([str(b)])
+    assert (cfg.train.steps, cfg.train.batch_size) == (200, 7)
+    assert "include" not in cfg
+    assert load_config(["leq_hopper_cpu"]) == load_config(["hopper_medium_replay", "leq_cpu"])
+    assert load_config(["default"]) == load_config(["leq_hopper_cpu"])
+
+
+def test_each_leq_task_cpu_preset_is_leq_cpu_on_one_dataset():
+    names = [n for n in preset_names() if n.startswith("leq_") and n.endswith("_cpu")]
+    names = [n for n in names if n != "leq_cpu" and "pixels" not in n]
+    assert len(names) == 5
+    for name in names:
+        cfg = load_config([name]).to_dict()
+        data = {k: cfg[k] for k in ("task", "dataset")}
+        assert cfg == merge(load_config(["leq_cpu"]).to_dict(), data, source=name), name
+
+
+@pytest.mark.parametrize("text", ["include: 3\n", "include: [[a]]\n", "CYCLE"])
+def test_a_bad_include_names_the_file(tmp_path, text):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    if text == "CYCLE":
+        a.write_text(f"include: [{b}]\n")
+        b.write_text(f"include: [{a}]\n")
+    else:
+        a.write_text(text)
+    with pytest.raises(ConfigError, match=f"{a}.*(cycle|list of preset names)"):
+        load_config([str(a)])
+
+
 def test_later_presets_override_earlier_ones_and_overrides_win(tmp_path):
     a = tmp_path / "a.yaml"
     b = tmp_path / "b.yaml"
@@ -194,7 +227,7 @@ def test_out_of_range_value_in_a_preset_file(tmp_path):
 
 def test_null_only_where_the_default_is_null():
     # world_model.max_epochs is null in defaults.yaml: null stays allowed after a preset set it.
-    assert load_config(["default"]).world_model.max_epochs == 10
+    assert load_config(["default"]).world_model.max_epochs == 20
     assert load_config(["default"], ["world_model.max_epochs=null"]).world_model.max_epochs is None
     assert load_config(["default"], ["dataset.path=/x.hdf5"]).dataset.path == "/x.hdf5"
     for override in ("train.steps=null", "leq.tau=~", "dataset.quality=null"):

@@ -11,8 +11,9 @@ import pytest
 from agent.config import ConfigError
 from agent.runner.cli import main
 from agent.runner.sweep import parse_grid, parse_seeds
+from agent.runner.sweep_report import overall_speed, score_matrix, splice, summarise
 
-# Two quick debug runs per method: BC and VEM on the debug-sized maze2d-medium data.
+# Two quick debug runs per method: BC and VEM on the debug-sized default data (hopper m-r).
 QUICK = ["--config", "default", "--config", "debug", "--set", "train.steps=300",
          "--set", "eval.final_episodes=2"]  # fmt: skip
 
@@ -65,11 +66,23 @@ def test_a_debug_sweep_on_ray_writes_its_table_and_plot_and_a_rerun_skips_it(tmp
         rows = list(csv.DictReader(handle))
     assert [r["grid point"] for r in rows] == ["method=bc", "method=vem"]
     assert all(r["runs"] == "2" and r["score mean"] and r["wall s"] for r in rows)
-    assert "| method=vem | maze2d-medium | vem | 2 |" in (root / "results.md").read_text()
-    assert (root / "curves_maze2d-medium.png").stat().st_size > 0
+    assert "| method=vem | hopper | vem | 2 |" in (root / "results.md").read_text()
+    assert (root / "curves_hopper.png").stat().st_size > 0
     assert main(args) == 0
     again = capsys.readouterr().out
     assert again.count("skip ") == 4 and "done " not in again and "Ray" not in again
+
+    page = tmp_path / "docs" / "RESULTS.md"
+    page.parent.mkdir()
+    page.write_text("# Results\n\nWritten by hand.\n")
+    assert main([*args, "--report-only", "--page", str(page)]) == 0
+    assert "skip " not in capsys.readouterr().out  # nothing trained, nothing even checked
+    text = page.read_text()
+    assert text.startswith("# Results\n\nWritten by hand.\n")
+    assert "<!-- sweep sweep: begin -->" in text and "| method=bc | hopper | bc | 2 |" in text
+    assert "--report-only" not in text
+    assert "![curves_hopper](results/sweep/curves_hopper.png)" in text
+    assert (tmp_path / "docs" / "results" / "sweep" / "curves_hopper.png").is_file()
 
 
 def test_without_ray_the_runs_go_one_after_another_in_process(tmp_path, capsys, monkeypatch):
@@ -81,3 +94,40 @@ def test_without_ray_the_runs_go_one_after_another_in_process(tmp_path, capsys, 
     out = capsys.readouterr().out
     assert "Ray is not installed" in out and "[1/1]" in out
     assert (root / "seed0" / "result.json").exists() and (root / "results.md").exists()
+
+
+def _row(values, seed, score, speed=100.0):
+    return {"label": ",".join(values), "values": values, "task": "hopper", "method": values[-1],
+            "seed": seed, "score": score, "wall_s": 10.0, "speed": speed, "curve": []}  # fmt: skip
+
+
+def test_the_score_matrix_has_a_row_per_dataset_and_says_which_cells_are_unfinished():
+    rows = [_row(("hopper_mr", "leq"), 0, 30.0), _row(("hopper_mr", "leq"), 1, 40.0),
+            _row(("hopper_mr", "bc"), 0, 10.0), _row(("hopper_mr", "bc"), 1, None),
+            _row(("maze", "leq"), 0, None), _row(("maze", "leq"), 1, None)]  # fmt: skip
+    table = summarise(rows)
+    assert [r["runs"] for r in table] == ["2", "1/2", "0/2"]
+    assert table[0]["score mean"] == 35.0 and table[0]["score std"] == 5.0
+    lines = score_matrix(table)
+    assert lines[0] == "| | leq | bc |"
+    assert lines[2] == "| hopper_mr | 35.0 ± 5.0 | 10.0 ± 0.0 (1/2 runs finished) |"
+    assert lines[3] == "| maze | not finished (0/2 runs) | not in the grid |"
+
+
+def test_overall_speed_is_steps_over_time_of_equal_step_intervals():
+    rates = [250.0, 250.0, 20.0, 40.0]  # LEQ: fast BC/FQE logs, then slow imagination logs
+    seconds = sum(1000 / r for r in rates)  # 1000 steps per log interval
+    assert overall_speed(rates) == pytest.approx(4000 / seconds)
+    assert overall_speed([]) is None
+
+
+def test_splice_replaces_only_its_own_section(tmp_path):
+    page = tmp_path / "page.md"
+    splice(page, "a", ["one"])
+    page.write_text(page.read_text() + "\nhand-written\n")
+    splice(page, "b", ["two"])
+    splice(page, "a", ["three"])
+    text = page.read_text()
+    assert "one" not in text and text.index("three") < text.index("hand-written")
+    assert text.index("hand-written") < text.index("two")
+    assert text.count("<!-- sweep a: begin -->") == 1
