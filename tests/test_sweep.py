@@ -131,3 +131,28 @@ def test_splice_replaces_only_its_own_section(tmp_path):
     assert "one" not in text and text.index("three") < text.index("hand-written")
     assert text.index("hand-written") < text.index("two")
     assert text.count("<!-- sweep a: begin -->") == 1
+
+
+def test_wall_time_is_summed_over_the_calls_that_trained_a_run(tmp_path, monkeypatch):
+    import agent.runner
+    from agent.runner import sweep
+
+    run = sweep.expand(["default"], [], [], [0], tmp_path)[0]
+    outcomes = iter([KeyboardInterrupt, {"step": 1}])
+
+    def fake_train(cfg, logdir, quiet):
+        logdir.mkdir(parents=True, exist_ok=True)
+        outcome = next(outcomes)
+        if outcome is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return outcome
+
+    clock = iter([0.0, 5.0, 10.0, 13.0])  # start and end of each call
+    monkeypatch.chdir(tmp_path)  # execute() changes into its workdir; restored afterwards
+    monkeypatch.setattr(agent.runner, "train", fake_train)
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: next(clock))
+    with pytest.raises(KeyboardInterrupt):
+        sweep.execute(["default"], run, str(tmp_path))
+    assert sweep.wall_seconds(run.logdir) == 5.0
+    assert sweep.execute(["default"], run, str(tmp_path)) == {"step": 1}
+    assert sweep.wall_seconds(run.logdir) == 8.0
