@@ -166,7 +166,9 @@ def splice(page: Path, name: str, lines: list[str]) -> None:
         text = head + block + rest.split(end, 1)[1]
     else:
         text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
-    page.write_text(text)
+    tmp = page.with_name(page.name + ".tmp")  # atomic: a crash never leaves half a page
+    tmp.write_text(text)
+    tmp.replace(page)
 
 
 def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
