@@ -173,7 +173,7 @@ def splice(page: Path, name: str, lines: list[str]) -> None:
 
 def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
     """One PNG per value of the leading grid keys (per task without a grid): each last-key
-    value's mean +- std score over the steps all its seeds logged (none without matplotlib:
+    value's mean +- std score over the steps all its finished seeds logged (none without matplotlib:
     `pip install -e '.[sweep]'` brings it)."""
     try:
         import matplotlib
@@ -186,7 +186,7 @@ def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
 
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        if row["curve"]:
+        if row["curve"] and row["score"] is not None:  # finished runs only, as in the table
             head, line = _plot_group(row)
             groups[head][line].append(dict(row["curve"]))
     paths = []
