@@ -30,10 +30,15 @@ WORLD_MODEL_DIR = "world_model"
 SNAPSHOT_DIR = "snapshots"
 
 
-def write_json_atomic(path: Path, value: dict) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a crash never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_json_atomic(path: Path, value: dict) -> None:
+    write_text_atomic(path, json.dumps(value, indent=1))
 
 
 def prepare_logdir(cfg: Config, logdir: Path) -> None:

@@ -86,6 +86,8 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "values": members[0]["values"],
                 "task": members[0]["task"],
                 "method": members[0]["method"],
+                "finished": len(done),
+                "planned": len(members),
                 "runs": str(len(done)) + ("" if len(done) == len(members) else f"/{len(members)}"),
                 "score mean": _round(np.mean(scores)) if scores else None,
                 "score std": _round(np.std(scores)) if scores else None,
@@ -102,10 +104,12 @@ def _round(x: float) -> float:
 
 def score_cell(row: dict) -> str:
     """'mean +- std' over the finished seeds; unfinished runs say how many of them finished."""
-    if row["score mean"] is None:
-        return f"not finished (0/{row['runs'].split('/')[-1]} runs)"
+    if row["finished"] == 0:
+        return f"not finished (0/{row['planned']} runs)"
     cell = f"{row['score mean']:.1f} ± {row['score std']:.1f}"
-    return cell if "/" not in row["runs"] else f"{cell} ({row['runs']} runs finished)"
+    if row["finished"] == row["planned"]:
+        return cell
+    return f"{cell} ({row['finished']}/{row['planned']} runs finished)"
 
 
 def score_matrix(table: list[dict]) -> list[str]:
@@ -166,9 +170,7 @@ def splice(page: Path, name: str, lines: list[str]) -> None:
         text = head + block + rest.split(end, 1)[1]
     else:
         text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
-    tmp = page.with_name(page.name + ".tmp")  # atomic: a crash never leaves half a page
-    tmp.write_text(text)
-    tmp.replace(page)
+    rundir.write_text_atomic(page, text)  # a crash never loses the page's hand-written text
 
 
 def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
@@ -230,7 +232,7 @@ def write_report(
     lines = markdown(table, command, [str(p.relative_to(md_dir)) for p in plots])
     if page is None:
         md_path = root / "results.md"
-        md_path.write_text("\n".join(lines) + "\n")
+        rundir.write_text_atomic(md_path, "\n".join(lines) + "\n")
     else:
         md_path = page
         splice(page, root.name, lines)
