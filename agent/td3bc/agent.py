@@ -1,11 +1,10 @@
 """TD3+BC as an offline agent on the shared runner.
 
 TD3's critic step every update (agent/td3/critic_update.py: smoothed target actions, clipped
-double-Q targets); every
-`policy_delay`-th update the actor step on TD3+BC's loss (agent/td3bc/losses.py) and the soft
-update of the target actor and critics. Observations are standardised with the dataset's
-statistics (the runner's context); rewards are used raw (`dataset.reward_norm: none` in the
-presets), as in the paper.
+double-Q targets); every `policy_delay`-th update the actor step on TD3+BC's loss
+(agent/td3bc/losses.py) and the soft update of the target actor and critics. Observations are
+standardised with the dataset's statistics (the runner's context); rewards are used raw
+(`dataset.reward_norm: none` in the presets), as in the paper.
 """
 
 from __future__ import annotations
