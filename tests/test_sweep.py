@@ -156,3 +156,17 @@ def test_wall_time_is_summed_over_the_calls_that_trained_a_run(tmp_path, monkeyp
     assert sweep.wall_seconds(run.logdir) == 5.0
     assert sweep.execute(["default"], run, str(tmp_path)) == {"step": 1}
     assert sweep.wall_seconds(run.logdir) == 8.0
+
+
+def test_plots_are_one_per_group_of_finished_runs_and_stale_ones_go(tmp_path):
+    from agent.runner.sweep_report import plot_curves
+
+    curve = [(100, 1.0), (200, 3.0)]
+    rows = [{**_row(("hopper_mr", "leq"), 0, 30.0), "curve": curve},
+            {**_row(("hopper_mr", "bc"), 0, None), "curve": curve},
+            {**_row(("maze", "leq"), 0, None), "curve": curve}]  # fmt: skip
+    (tmp_path / "curves_old_dataset.png").write_bytes(b"stale")
+    (tmp_path / "notes.png").write_bytes(b"not ours")
+    paths = plot_curves(rows, tmp_path)
+    assert paths == [tmp_path / "curves_hopper_mr.png"]  # maze has no finished run yet
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves_hopper_mr.png", "notes.png"]

@@ -175,8 +175,8 @@ def splice(page: Path, name: str, lines: list[str]) -> None:
 
 def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
     """One PNG per value of the leading grid keys (per task without a grid): each last-key
-    value's mean +- std score over the steps all its finished seeds logged (none without matplotlib:
-    `pip install -e '.[sweep]'` brings it)."""
+    value's mean +- std score over the steps all its finished seeds logged; older curves_*.png in
+    `folder` are removed (nothing without matplotlib: `pip install -e '.[sweep]'` brings it)."""
     try:
         import matplotlib
     except ImportError:
@@ -207,6 +207,8 @@ def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)
+    for stale in set(folder.glob("curves_*.png")) - set(paths):
+        stale.unlink()  # a group that left the grid must not keep an old plot beside the table
     return paths
 
 
