@@ -98,7 +98,7 @@ def make_update(cfg, variant, world_step, scaler, shared_rollout: bool = False):
         key, k_update = jax.random.split(state.key)
         ac, metrics = update_lib.leq_update(
             nets, hyper, world_step, state.ac, scaler, batch["model_obs"],
-            batch["data"], k_update, variant,
+            batch["data"], jax.random.split(k_update), variant,
         )  # fmt: skip
         return State(ac, key), {k: metrics[k] for k in ("train/actor_loss", "train/critic_loss")}
 

@@ -59,8 +59,8 @@ def _hyper(shared: bool) -> update_lib.LEQHyper:
 @functools.partial(jax.jit, static_argnames=("shared",))
 def _update(k_actor, k_critic, shared: bool):
     nets, world_step, scaler, starts, data, ac = _problem()
-    return update_lib.leq_update_with_keys(
-        nets, _hyper(shared), world_step, ac, scaler, starts, data, k_actor, k_critic
+    return update_lib.leq_update(
+        nets, _hyper(shared), world_step, ac, scaler, starts, data, (k_actor, k_critic)
     )
 
 

@@ -221,7 +221,7 @@ class LEQAgent(Agent):
         starts = replay_lib.sample(state.model_buffer, k_model, self.cfg.leq.model_batch_size)
         ac, metrics = leq.leq_update(
             self.nets, self.hyper, self._world_step(state.world_model), state.ac, state.scaler,
-            starts["observations"], data, k_update,
+            starts["observations"], data, jax.random.split(k_update),
         )  # fmt: skip
         return state._replace(ac=ac), metrics
 

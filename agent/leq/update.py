@@ -256,31 +256,13 @@ def leq_update(
     scaler: tuple,
     model_obs: jax.Array,
     data: dict,
-    key: jax.Array,
+    keys: tuple[jax.Array, jax.Array] | jax.Array,
     variant: str = "production",
 ) -> tuple[ActorCritic, dict]:
-    """Actor step, then critic step with the pre-update actor (separate keys, or the actor's
-    rollout with `shared_rollout`), then EMA."""
-    k_actor, k_critic = jax.random.split(key)
-    return leq_update_with_keys(
-        nets, hyper, world_step, ac, scaler, model_obs, data, k_actor, k_critic, variant
-    )
-
-
-def leq_update_with_keys(
-    nets: Nets,
-    hyper: LEQHyper,
-    world_step: WorldStep,
-    ac: ActorCritic,
-    scaler: tuple,
-    model_obs: jax.Array,
-    data: dict,
-    k_actor: jax.Array,
-    k_critic: jax.Array,
-    variant: str = "production",
-) -> tuple[ActorCritic, dict]:
-    """`leq_update` with the two steps' imagination keys given (`k_critic` unused when the
-    rollout is shared)."""
+    """Actor step, then critic step with the pre-update actor, then EMA. `keys` = (actor's,
+    critic's) imagination keys, e.g. `jax.random.split(key)`; with `shared_rollout` the critic
+    reuses the actor's rollout and its key goes unused."""
+    k_actor, k_critic = keys
     common = (nets, hyper, world_step, ac, scaler, model_obs)
     actor, actor_opt, actor_metrics, rollout = actor_step(*common, k_actor, variant)
     shared = rollout if hyper.shared_rollout else None
