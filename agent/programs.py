@@ -99,7 +99,7 @@ class Programs:
         key = ("seeds", phase, length)
         if key not in self._chunks:
             program = self._make_chunk(phase, length, fed=False)
-            self._chunks[key] = jax.jit(jax.vmap(program, in_axes=(0, None, 0, None)))
+            self._chunks[key] = jax.jit(vmap_seeds(program))
         return self._chunks[key]
 
     def _make_host_loop(self, phase: str, length: int, fed: bool) -> Callable:
@@ -159,3 +159,24 @@ class Programs:
     def add(self, replay: replay_lib.Replay, rows: dict) -> replay_lib.Replay:
         """replay_lib.add, jitted; consumes `replay` (its buffers are donated): use the result."""
         return self._add(replay, rows)
+
+
+def vmap_seeds(program: Callable) -> Callable:
+    """`program(state, replay, rng, step)` vmapped over the seed axis of (state, rng), with the
+    state's `step` counter (when it has one) passed as ONE number: the seeds move in lockstep, so
+    their counters are equal, and a `lax.cond` on the counter stays a branch. Batched, its
+    predicate would turn the cond into a select that runs both branches every time (VEM's
+    memory refresh at every step instead of every `memory_every`, LEQ's model expansion at
+    every chunk)."""
+    plain = jax.vmap(program, in_axes=(0, None, 0, None))
+
+    def run(states: Any, replay: Any, rngs: jax.Array, step: jax.Array) -> tuple[Any, dict]:
+        if "step" not in getattr(states, "_fields", ()):
+            return plain(states, replay, rngs, step)
+        seeds = states.step.shape[0]
+        axes = type(states)(*(None if name == "step" else 0 for name in states._fields))
+        lockstep = jax.vmap(program, in_axes=(axes, None, 0, None), out_axes=(axes, 0))
+        states, metrics = lockstep(states._replace(step=states.step[0]), replay, rngs, step)
+        return states._replace(step=jnp.broadcast_to(states.step, (seeds,))), metrics
+
+    return run

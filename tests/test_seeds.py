@@ -47,6 +47,27 @@ def test_vmapped_seeds_end_where_separate_runs_end(tmp_path, method):
     assert result["eval/normalized_score_seed_std"] == pytest.approx(np.std(scores))
 
 
+@pytest.mark.parametrize("method", ["vem", "leq"])
+def test_a_branch_on_the_step_counter_stays_a_branch_across_seeds(tmp_path, method):
+    # VEM refreshes its memory and LEQ expands its model buffer under a lax.cond on the step
+    # counter; with the counter batched over seeds, vmap would run them at every step or chunk.
+    import jax
+
+    from agent.programs import Programs
+    from agent.runner.loop import build
+    from agent.runner.seeds import fresh_seeds
+
+    cfg = quick(tmp_path, method, "train.seeds=2")
+    (tmp_path / "run").mkdir()
+    agent, replay, spec = build(cfg, tmp_path / "run")
+    run = fresh_seeds(cfg, agent, spec)
+    phase = agent.phase(cfg.train.steps - 1)  # VEM's policy phase, LEQ's imagination phase
+    chunk = Programs(agent).seeds_chunk(phase, 2)
+    assert " cond[" in str(jax.make_jaxpr(chunk)(run.agent, replay, run.rng, 0))
+    states, _ = chunk(run.agent, replay, run.rng, 0)
+    assert states.step.tolist() == [2, 2]
+
+
 def test_vmapped_seeds_resume_bit_identical(tmp_path):
     cfg = quick(tmp_path, "bc", "train.seeds=2")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
