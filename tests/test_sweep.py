@@ -170,3 +170,81 @@ def test_plots_are_one_per_group_of_finished_runs_and_stale_ones_go(tmp_path):
     paths = plot_curves(rows, tmp_path)
     assert paths == [tmp_path / "curves_hopper_mr.png"]  # maze has no finished run yet
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves_hopper_mr.png", "notes.png"]
+
+
+def _finish(run, steps: int, score: float) -> None:
+    """What a finished run leaves in its folder: the final result and an evaluation curve."""
+    import json
+
+    from agent.runner import rundir
+
+    run.logdir.mkdir(parents=True)
+    rundir.write_json_atomic(run.logdir / "result.json", {"step": steps, SCORE: score})
+    lines = [{"step": steps // 2, SCORE: score / 2}, {"step": steps, SCORE: score}]
+    (run.logdir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+
+
+SCORE = "eval/normalized_score"
+
+
+def test_a_finished_runs_record_beside_the_page_stands_in_for_its_lost_folder(tmp_path):
+    import shutil
+
+    from agent.runner.sweep import expand, is_finished
+    from agent.runner.sweep_records import read_records, records_folder
+    from agent.runner.sweep_report import write_report
+
+    root, page = tmp_path / "runs" / "offline", tmp_path / "docs" / "RESULTS.md"
+    runs = expand(["default"], [], parse_grid(["method=bc,vem"]), [0, 1], root)
+    steps = runs[0].config(["default"]).train.steps
+    _finish(runs[0], steps, 40.0)
+    _finish(runs[1], steps, 20.0)  # bc: both seeds; vem: none
+    write_report(["default"], runs, root, "cmd", page)
+    folder = records_folder(root, page)
+    assert folder == tmp_path / "docs" / "results" / "offline"
+    records = read_records(folder)
+    assert sorted(records) == [("method=bc", 0), ("method=bc", 1)]
+    assert records[("method=bc", 0)]["curve"] == [[steps // 2, 20.0], [steps, 40.0]]
+
+    shutil.rmtree(tmp_path / "runs")  # another machine: the run folders are gone
+    assert [is_finished(run, ["default"], records) for run in runs] == [True, True, False, False]
+    assert not any(is_finished(run, ["default"]) for run in runs)  # without the records
+    write_report(["default"], runs, root, "cmd", page)
+    with (folder / "results.csv").open() as handle:
+        rows = {r["grid point"]: r for r in csv.DictReader(handle)}
+    assert (rows["method=bc"]["runs"], rows["method=bc"]["score mean"]) == ("2", "30.0")
+    assert rows["method=vem"]["runs"] == "0/2"
+    assert (folder / "curves_hopper.png").is_file()  # drawn from the records' curves
+
+    longer = expand(["default"], [f"train.steps={steps + 1}"], parse_grid(["method=bc"]), [0], root)
+    assert not is_finished(longer[0], ["default"], records)  # a record of fewer steps is not final
+
+
+def test_a_point_with_no_run_here_keeps_its_complete_row_from_the_previous_report(tmp_path):
+    from agent.runner.sweep_report import carry_previous, markdown, plot_curves
+
+    with (tmp_path / "results.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["grid point", "task", "method", "runs", "score mean", "score std",
+                         "wall s", "speed"])  # fmt: skip
+        writer.writerow(["mr,leq", "hopper", "leq", "2", "33.5", "6.5", "1691.3", "31.4"])
+        writer.writerow(["mr,bc", "hopper", "bc", "1/2", "13.5", "0.0", "136.0", "247.8"])
+        writer.writerow(["maze,leq", "hopper", "leq", "2", "5.0", "1.0", "100.0", "30.0"])
+    rows = [_row(("mr", "leq"), s, None) for s in (0, 1)]
+    rows += [_row(("mr", "bc"), s, None) for s in (0, 1)]
+    rows += [_row(("maze", "leq"), 0, 7.0), _row(("maze", "leq"), 1, None)]
+    table = carry_previous(summarise(rows), tmp_path)
+    assert [(r["runs"], r["score mean"], bool(r.get("carried"))) for r in table] == [
+        ("2", 33.5, True),  # complete before, nothing here: carried
+        ("0/2", None, False),  # incomplete before: not carried
+        ("1/2", 7.0, False),  # a run finished here: this machine's runs win
+    ]
+    text = "\n".join(markdown(table, "cmd", []))
+    assert "| mr | 33.5 ± 6.5 † | not finished (0/2 runs) |" in text
+    assert "| mr,leq | hopper | leq | 2 † | 33.5 |" in text and "† Kept from" in text
+
+    (tmp_path / "curves_mr.png").write_bytes(b"measured before")
+    (tmp_path / "curves_gone.png").write_bytes(b"stale")
+    plot_curves(rows, tmp_path, keep=frozenset({"mr"}))
+    assert (tmp_path / "curves_mr.png").read_bytes() == b"measured before"
+    assert not (tmp_path / "curves_gone.png").exists()

@@ -116,8 +116,9 @@ def _add_sweep_parser(sub) -> None:
     sweep.add_argument(
         "--page",
         type=Path,
-        help="write the report into this Markdown page (its section for this sweep; CSV and "
-        "plots in PAGE_FOLDER/<root name>/) instead of ROOT",
+        help="write the report into this Markdown page (its section for this sweep; CSV, plots "
+        "and the finished runs' records in PAGE_FOLDER/<root name>/) instead of ROOT; a run "
+        "recorded there is not trained again",
     )
     sweep.add_argument(
         "--report-only",
@@ -200,6 +201,7 @@ def dataset_summary(task_name: str, path: Path) -> str:
 
 def _cmd_sweep(args) -> int:
     from agent.runner.sweep import expand, parse_grid, parse_seeds, run_sweep
+    from agent.runner.sweep_records import read_records, records_folder
     from agent.runner.sweep_report import write_report
 
     names = args.config or ["default"]
@@ -211,7 +213,8 @@ def _cmd_sweep(args) -> int:
     command = " ".join(["python run.py", *words]) if words[:1] == ["sweep"] else ""
     try:
         if not args.report_only:
-            run_sweep(names, runs, args.address, args.cpus_per_run, args.gpus_per_run)
+            records = read_records(records_folder(root, args.page)) if args.page else {}
+            run_sweep(names, runs, args.address, args.cpus_per_run, args.gpus_per_run, records)
     finally:  # failed or interrupted runs: the report still shows the finished ones
         for path in write_report(names, runs, root, command or "python run.py sweep", args.page):
             print(f"wrote {path}", flush=True)

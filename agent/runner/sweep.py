@@ -12,8 +12,9 @@ A grid key named `config` or `config.<name>` takes preset names instead of value
 (`--grid config=iql_hopper,td3bc_hopper`; `a+b` applies two): each run loads them after the
 `--config` presets, in grid order, so one sweep can cover methods whose presets differ.
 
-A sweep is idempotent: a run whose folder holds its final result is skipped, an interrupted
-one resumes from its newest checkpoint, and a run is never trained twice. With Ray each run is
+A sweep is idempotent: a run whose folder holds its final result is skipped (with `--page`,
+also one whose record beside the page does: sweep_records.py), an interrupted one resumes from
+its newest checkpoint, and a run is never trained twice. With Ray each run is
 one task (`--cpus-per-run`, `--gpus-per-run` resources) on a local Ray instance, or on the
 cluster at `--address` / $RAY_ADDRESS (whose nodes must see ROOT and the data folder, e.g. on a
 shared file system); without Ray the runs go one after another in this process. At the end
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from agent.config import ConfigError, load_config
 from agent.runner import rundir
+from agent.runner.sweep_records import holds_final_result, record_key
 
 SWEEP_FILE = "sweep.json"  # in each run folder: wall time summed over the calls that trained it
 
@@ -125,11 +127,15 @@ def _check(cfg) -> None:
     envs.get_task(cfg.task)
 
 
-def is_finished(run: SweepRun, configs: list[str]) -> bool:
-    """The run's folder holds the final result of all its steps."""
+def is_finished(run: SweepRun, configs: list[str], records: dict | None = None) -> bool:
+    """The run's folder, or its record beside the sweep's page, holds the final result of all
+    its steps."""
     result = rundir.read_result(run.logdir)
     steps = run.config(configs).train.steps
-    return result is not None and int(result.get("step", -1)) >= steps
+    record = (records or {}).get(record_key(run.label, run.seed))
+    return (result is not None and int(result.get("step", -1)) >= steps) or holds_final_result(
+        record, steps
+    )
 
 
 def execute(configs: list[str], run: SweepRun, workdir: str) -> dict:
@@ -153,12 +159,14 @@ def execute(configs: list[str], run: SweepRun, workdir: str) -> dict:
 
 
 def run_sweep(
-    configs: list[str], runs: list[SweepRun], address: str | None, cpus: float, gpus: float
-) -> None:
-    """Train every unfinished run: Ray tasks when Ray is installed, else one after another."""
+    configs: list[str], runs: list[SweepRun], address: str | None, cpus: float, gpus: float,
+    records: dict | None = None,
+) -> None:  # fmt: skip
+    """Train every unfinished run (neither its folder nor its record in `records` holds its
+    final result): Ray tasks when Ray is installed, else one after another."""
     pending = []
     for run in runs:
-        if is_finished(run, configs):
+        if is_finished(run, configs, records):
             print(f"skip {run.logdir} (finished)", flush=True)
         else:
             pending.append(run)

@@ -13,6 +13,8 @@ whose runs have not all finished says how many have.
 
 Everything is read back from the run folders (result.json, metrics.jsonl, sweep.json), so the
 report can be rebuilt at any time (`run.py sweep ... --report-only`), also while the sweep runs.
+With `--page`, each finished run is also recorded in runs.jsonl beside the CSV, and a run whose
+folder is absent (another machine trained it) is read from its record (sweep_records.py).
 By default it goes into the sweep's ROOT; `--page FILE.md` writes the Markdown into FILE.md, between
 markers named after ROOT (the page's other text and other sweeps' sections stay), and the CSV
 and plots into FOLDER/<ROOT name>/ beside it (docs/RESULTS.md -> docs/results/<ROOT name>/).
@@ -29,9 +31,21 @@ import numpy as np
 
 from agent.runner import rundir
 from agent.runner.sweep import SweepRun, wall_seconds
+from agent.runner.sweep_records import (
+    holds_final_result,
+    read_records,
+    record_key,
+    records_folder,
+    update_records,
+)
 
 SPEED_KEYS = ("train/updates_per_second", "train/env_steps_per_second")
 SCORE_KEY = "eval/normalized_score"
+CARRIED_NOTE = (
+    "† Kept from this page's previous report: these runs finished before sweeps kept per-run "
+    "records, on a machine since replaced, so their table row and plot remain but no run folder "
+    "or record does."
+)
 COLUMNS = ("grid point", "task", "method", "runs", "score mean", "score std", "wall s", "speed")
 
 
@@ -50,17 +64,27 @@ def overall_speed(rates: list[float]) -> float | None:
     return len(rates) / sum(1.0 / r for r in rates) if rates else None
 
 
-def run_row(configs: list[str], run: SweepRun) -> dict:
-    """What one run contributes: final score (None until it finished), wall time, speed, curve."""
+def run_row(configs: list[str], run: SweepRun, record: dict | None = None) -> dict:
+    """What one run contributes: final score (None until it finished), wall time, speed, curve;
+    from its folder, or from its record (sweep_records.py) when the folder holds no result."""
     cfg = run.config(configs)
-    result = rundir.read_result(run.logdir) or {}
-    metrics = read_metrics(run.logdir)
-    return {
+    result = rundir.read_result(run.logdir)
+    row = {
         "label": run.label or "(config)",
         "values": tuple(v for _, v in run.values),
-        "task": cfg.task,
-        "method": cfg.method,
         "seed": run.seed,
+    }
+    row |= {"task": cfg.task, "method": cfg.method}
+    if result is None and holds_final_result(record, cfg.train.steps):
+        return (
+            row
+            | {k: record[k] for k in ("step", "score", "wall_s", "speed")}
+            | {"curve": [tuple(point) for point in record["curve"]]}
+        )
+    result = result or {}
+    metrics = read_metrics(run.logdir)
+    return row | {
+        "step": result.get("step"),
         "score": result.get(SCORE_KEY),
         "wall_s": wall_seconds(run.logdir),
         "speed": overall_speed([m[k] for m in metrics for k in SPEED_KEYS if k in m]),
@@ -106,7 +130,9 @@ def score_cell(row: dict) -> str:
     """'mean +- std' over the finished seeds; unfinished runs say how many of them finished."""
     if row["finished"] == 0:
         return f"not finished (0/{row['planned']} runs)"
-    cell = f"{row['score mean']:.1f} ± {row['score std']:.1f}"
+    cell = f"{row['score mean']:.1f} ± {row['score std']:.1f}" + (
+        " †" if row.get("carried") else ""
+    )
     if row["finished"] == row["planned"]:
         return cell
     return f"{cell} ({row['finished']}/{row['planned']} runs finished)"
@@ -154,7 +180,12 @@ def markdown(table: list[dict], command: str, plots: list[str]) -> list[str]:
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in table]
+    mark = lambda row, c: " †" if c == "runs" and row.get("carried") else ""
+    lines += [
+        "| " + " | ".join(cell(row[c]) + mark(row, c) for c in COLUMNS) + " |" for row in table
+    ]
+    if any(row.get("carried") for row in table):
+        lines += ["", CARRIED_NOTE]
     lines += ["", *(f"![{Path(p).stem}]({p})" for p in plots)] if plots else []
     return lines
 
@@ -173,10 +204,11 @@ def splice(page: Path, name: str, lines: list[str]) -> None:
     rundir.write_text_atomic(page, text)  # a crash never loses the page's hand-written text
 
 
-def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
+def plot_curves(rows: list[dict], folder: Path, keep: frozenset[str] = frozenset()) -> list[Path]:
     """One PNG per value of the leading grid keys (per task without a grid): each last-key
     value's mean +- std score over the steps all its finished seeds logged; older curves_*.png in
-    `folder` are removed (nothing without matplotlib: `pip install -e '.[sweep]'` brings it)."""
+    `folder` are removed, except those of the plot groups in `keep` (nothing without matplotlib:
+    `pip install -e '.[sweep]'` brings it)."""
     try:
         import matplotlib
     except ImportError:
@@ -189,7 +221,7 @@ def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row["curve"] and row["score"] is not None:  # finished runs only, as in the table
-            head, line = _plot_group(row)
+            head, line = _plot_head(row["values"], row["task"]), _plot_line(row)
             groups[head][line].append(dict(row["curve"]))
     paths = []
     for head, lines in groups.items():
@@ -203,20 +235,54 @@ def plot_curves(rows: list[dict], folder: Path) -> list[Path]:
         ax.set(title=head, xlabel="step", ylabel="normalised score")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = folder / f"curves_{head.replace(', ', '_')}.png"
+        path = plot_path(folder, head)
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)
-    for stale in set(folder.glob("curves_*.png")) - set(paths):
+    kept = {plot_path(folder, head) for head in keep}
+    for stale in set(folder.glob("curves_*.png")) - set(paths) - kept:
         stale.unlink()  # a group that left the grid must not keep an old plot beside the table
     return paths
 
 
-def _plot_group(row: dict) -> tuple[str, str]:
-    """(plot, line) of a run: leading grid values and last grid value, or task and label."""
-    if len(row["values"]) >= 2:
-        return ", ".join(row["values"][:-1]), row["values"][-1]
-    return row["task"], row["label"]
+def plot_path(folder: Path, head: str) -> Path:
+    return folder / f"curves_{head.replace(', ', '_')}.png"
+
+
+def _plot_head(values: tuple[str, ...], task: str) -> str:
+    """The plot a run or grid point is drawn in: its leading grid values, or its task."""
+    return ", ".join(values[:-1]) if len(values) >= 2 else task
+
+
+def _plot_line(row: dict) -> str:
+    """The line a run is drawn on: its last grid value, or its label."""
+    return row["values"][-1] if len(row["values"]) >= 2 else row["label"]
+
+
+def carry_previous(table: list[dict], folder: Path) -> list[dict]:
+    """The table, where a grid point with no finished run (no run folder, no record) takes its
+    row from the previous results.csv in `folder` if that report had all its runs finished, marked
+    `carried`: runs that finished before sweeps kept records keep their measured row when a
+    replaced machine has lost their folders."""
+    path = folder / "results.csv"
+    if not path.exists():
+        return table
+    with path.open(newline="") as handle:
+        previous = {row["grid point"]: row for row in csv.DictReader(handle)}
+    carried = []
+    for row in table:
+        old = previous.get(row["grid point"])
+        if row["finished"] == 0 and old and old["runs"] == str(row["planned"]):
+            numbers = {
+                key: _number(old[key]) for key in ("score mean", "score std", "wall s", "speed")
+            }
+            row = row | numbers | {"finished": row["planned"], "runs": old["runs"], "carried": True}
+        carried.append(row)
+    return carried
+
+
+def _number(text: str) -> float | None:
+    return float(text) if text not in ("", "None") else None
 
 
 def write_report(
@@ -225,11 +291,20 @@ def write_report(
     """Table and plots of `runs` (the finished ones, and how many of each point are unfinished)
     into ROOT/results.md, or into the page's section for this sweep with the CSV and plots in
     PAGE_FOLDER/<root name>/ (docs/RESULTS.md -> docs/results/<root name>/); -> files written."""
-    rows = [run_row(configs, run) for run in runs]
-    folder = root if page is None else page.parent / page.stem.lower() / root.name
+    folder = root if page is None else records_folder(root, page)
     folder.mkdir(parents=True, exist_ok=True)
+    records = read_records(folder) if page is not None else {}
+    rows = [run_row(configs, run, records.get(record_key(run.label, run.seed))) for run in runs]
     table = summarise(rows)
-    plots = plot_curves(rows, folder)
+    if page is not None:
+        update_records(folder, rows)
+        table = carry_previous(table, folder)
+    fresh = {_plot_head(r["values"], r["task"]) for r in rows if r["score"] is not None}
+    carried = {_plot_head(r["values"], r["task"]) for r in table if r.get("carried")} - fresh
+    plots = plot_curves(rows, folder, keep=frozenset(carried))
+    plots += [path for head in sorted(carried) if (path := plot_path(folder, head)).exists()]
+    order = list(dict.fromkeys(_plot_head(r["values"], r["task"]) for r in table))
+    plots.sort(key=lambda path: [plot_path(folder, head) for head in order].index(path))
     md_dir = root if page is None else page.parent
     lines = markdown(table, command, [str(p.relative_to(md_dir)) for p in plots])
     if page is None:
