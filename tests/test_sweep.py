@@ -191,7 +191,7 @@ def test_a_finished_runs_record_beside_the_page_stands_in_for_its_lost_folder(tm
     import shutil
 
     from agent.runner.sweep import expand, is_finished
-    from agent.runner.sweep_records import read_records, records_folder
+    from agent.runner.sweep_records import config_difference, read_records, records_folder
     from agent.runner.sweep_report import write_report
 
     root, page = tmp_path / "runs" / "offline", tmp_path / "docs" / "RESULTS.md"
@@ -218,6 +218,11 @@ def test_a_finished_runs_record_beside_the_page_stands_in_for_its_lost_folder(tm
 
     longer = expand(["default"], [f"train.steps={steps + 1}"], parse_grid(["method=bc"]), [0], root)
     assert not is_finished(longer[0], ["default"], records)  # a record of fewer steps is not final
+    other = expand(["default"], ["eval.episodes=3"], parse_grid(["method=bc"]), [0], root)[0]
+    assert not is_finished(other, ["default"], records)  # nor one of another config
+    assert (
+        config_difference(records[("method=bc", 0)], other.config(["default"])) == "eval.episodes"
+    )
 
 
 def test_a_point_with_no_run_here_keeps_its_complete_row_from_the_previous_report(tmp_path):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from agent.config import ConfigError, load_config
 from agent.runner import rundir
-from agent.runner.sweep_records import holds_final_result, record_key
+from agent.runner.sweep_records import config_difference, holds_final_result, record_key
 
 SWEEP_FILE = "sweep.json"  # in each run folder: wall time summed over the calls that trained it
 
@@ -131,11 +131,10 @@ def is_finished(run: SweepRun, configs: list[str], records: dict | None = None) 
     """The run's folder, or its record beside the sweep's page, holds the final result of all
     its steps."""
     result = rundir.read_result(run.logdir)
-    steps = run.config(configs).train.steps
+    cfg = run.config(configs)
     record = (records or {}).get(record_key(run.label, run.seed))
-    return (result is not None and int(result.get("step", -1)) >= steps) or holds_final_result(
-        record, steps
-    )
+    done_here = result is not None and int(result.get("step", -1)) >= cfg.train.steps
+    return done_here or holds_final_result(record, cfg)
 
 
 def execute(configs: list[str], run: SweepRun, workdir: str) -> dict:
@@ -168,8 +167,11 @@ def run_sweep(
     for run in runs:
         if is_finished(run, configs, records):
             print(f"skip {run.logdir} (finished)", flush=True)
-        else:
-            pending.append(run)
+            continue
+        record = (records or {}).get(record_key(run.label, run.seed))
+        if record is not None and (key := config_difference(record, run.config(configs))):
+            print(f"{run.logdir}: its record is of another config (key '{key}'); training it")
+        pending.append(run)
     if not pending:
         return
     workdir = os.getcwd()

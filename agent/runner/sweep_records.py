@@ -3,10 +3,10 @@ PAGE_FOLDER/<root name>/runs.jsonl (docs/RESULTS.md, root runs/offline ->
 docs/results/offline/runs.jsonl).
 
 Run folders are large and live outside the repository, so a machine that is replaced loses them.
-A record is small (score, wall time, speed, learning curve) and is committed with the page. A
-sweep given `--page` counts a run whose record holds all its steps as finished and does not
-train it again, and its report reads the record where the run folder is absent: a sweep can
-span machines, not only sessions.
+A record is small (score, wall time, speed, learning curve, resolved config) and is committed
+with the page. A sweep given `--page` counts a run whose record holds all its steps, of the same
+config, as finished and does not train it again, and its report reads the record where the run
+folder is absent: a sweep can span machines, not only sessions.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agent.config import Config, ConfigError, fill_missing, first_difference
 from agent.runner import rundir
 
 RECORDS_FILE = "runs.jsonl"
-RECORD_KEYS = ("label", "seed", "task", "method", "step", "score", "wall_s", "speed", "curve")
+RECORD_KEYS = (
+    "label", "seed", "task", "method", "step", "score", "wall_s", "speed", "curve", "config"
+)  # fmt: skip
 
 Key = tuple[str, int]  # (grid point label, seed)
 
@@ -35,8 +38,6 @@ def read_records(folder: Path) -> dict[Key, dict]:
             record = json.loads(line)
             records[record_key(record["label"], int(record["seed"]))] = record
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            from agent.config import ConfigError
-
             raise ConfigError(f"{path}:{number}: not a sweep run record: {line[:80]}") from None
     return records
 
@@ -47,9 +48,22 @@ def records_folder(root: Path, page: Path) -> Path:
     return Path(page).parent / Path(page).stem.lower() / Path(root).name
 
 
-def holds_final_result(record: dict | None, steps: int) -> bool:
-    """The record is of a run that finished all its `steps` steps."""
-    return record is not None and record.get("score") is not None and record["step"] >= steps
+def holds_final_result(record: dict | None, cfg: Config) -> bool:
+    """The record is of a run of `cfg` that finished all its steps."""
+    return (
+        record is not None
+        and record.get("score") is not None
+        and record["step"] >= cfg.train.steps
+        and config_difference(record, cfg) is None
+    )
+
+
+def config_difference(record: dict, cfg: Config) -> str | None:
+    """The first config key where the record's run differs from `cfg`, or None; keys added to
+    the config since the run take their current values, as when a run folder resumes."""
+    current = cfg.to_dict()
+    saved, _ = fill_missing(record.get("config") or {}, current)
+    return first_difference(saved, current)
 
 
 def record_key(label: str, seed: int) -> Key:

@@ -74,8 +74,8 @@ def run_row(configs: list[str], run: SweepRun, record: dict | None = None) -> di
         "values": tuple(v for _, v in run.values),
         "seed": run.seed,
     }
-    row |= {"task": cfg.task, "method": cfg.method}
-    if result is None and holds_final_result(record, cfg.train.steps):
+    row |= {"task": cfg.task, "method": cfg.method, "config": cfg.to_dict()}
+    if result is None and holds_final_result(record, cfg):
         return (
             row
             | {k: record[k] for k in ("step", "score", "wall_s", "speed")}
