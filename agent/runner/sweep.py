@@ -132,9 +132,13 @@ def is_finished(run: SweepRun, configs: list[str], records: dict | None = None) 
     its steps."""
     result = rundir.read_result(run.logdir)
     cfg = run.config(configs)
-    record = (records or {}).get(record_key(run.label, run.seed))
+    record = _record(run, records)
     done_here = result is not None and int(result.get("step", -1)) >= cfg.train.steps
     return done_here or holds_final_result(record, cfg)
+
+
+def _record(run: SweepRun, records: dict | None) -> dict | None:
+    return (records or {}).get(record_key(run.label, run.seed))
 
 
 def execute(configs: list[str], run: SweepRun, workdir: str) -> dict:
@@ -168,7 +172,7 @@ def run_sweep(
         if is_finished(run, configs, records):
             print(f"skip {run.logdir} (finished)", flush=True)
             continue
-        record = (records or {}).get(record_key(run.label, run.seed))
+        record = _record(run, records)
         if record is not None and (key := config_difference(record, run.config(configs))):
             print(f"{run.logdir}: its record is of another config (key '{key}'); training it")
         pending.append(run)

@@ -81,9 +81,9 @@ def update_records(folder: Path, rows: list[dict]) -> Path:
         if row["score"] is not None
     }
     keys = [record_key(row["label"], row["seed"]) for row in rows]
-    known = records | fresh
+    known, named = records | fresh, set(keys)
     ordered = [known[key] for key in keys if key in known]
-    ordered += [record for key, record in records.items() if key not in set(keys)]
+    ordered += [record for key, record in records.items() if key not in named]
     path = Path(folder) / RECORDS_FILE
     if not ordered and not path.exists():
         return path  # no finished run yet: no empty file beside the page

@@ -301,10 +301,13 @@ def write_report(
         table = carry_previous(table, folder)
     fresh = {_plot_head(r["values"], r["task"]) for r in rows if r["score"] is not None}
     carried = {_plot_head(r["values"], r["task"]) for r in table if r.get("carried")} - fresh
-    plots = plot_curves(rows, folder, keep=frozenset(carried))
-    plots += [path for head in sorted(carried) if (path := plot_path(folder, head)).exists()]
-    order = list(dict.fromkeys(_plot_head(r["values"], r["task"]) for r in table))
-    plots.sort(key=lambda path: [plot_path(folder, head) for head in order].index(path))
+    drawn = set(plot_curves(rows, folder, keep=frozenset(carried)))
+    heads = dict.fromkeys(_plot_head(r["values"], r["task"]) for r in table)  # in table order
+    plots = [
+        path
+        for head in heads
+        if (path := plot_path(folder, head)) in drawn or (head in carried and path.exists())
+    ]
     md_dir = root if page is None else page.parent
     lines = markdown(table, command, [str(p.relative_to(md_dir)) for p in plots])
     if page is None:
