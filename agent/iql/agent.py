@@ -1,7 +1,9 @@
 """IQL as an offline agent on the shared runner (agent/iql/losses.py has the equations).
 
-One update, in the official order: V on the target critics' expectile; the policy by AWR with
-the new V; the critics on r + gamma m V(s'); then the target critics by Polyak averaging. The
+One update, in the official order: V on the target critics' expectile; the policy by AWR; the
+critics on r + gamma m V(s') with the new V; then the target critics by Polyak averaging. The
+AWR weights use V from before this update's value step (the official code uses the new V; the
+difference is one Adam step of V, and the results page's IQL runs were made this way). The
 policy's learning rate follows a cosine decay over `train.steps` (IQL's schedule). Rewards are
 preprocessed by the dataset loader (`dataset.reward_norm: auto`: IQL's locomotion scaling).
 """
