@@ -1,10 +1,12 @@
 """Fingerprints of the debug runs of every method: final metrics and the final policy's actions.
 
-`python -m tests.fingerprint --write` records them in tests/records/fingerprints.json; the test in
-tests/test_fingerprints.py reruns the debug runs and compares. A fingerprint is functional, so it
-survives a change of the state's layout: the last logged training metrics, the final evaluation,
-and the final policy's deterministic actions on fixed probe observations (every parameter of the
-actor shows there; the critics show through the losses and through the actor they trained).
+`python -m tests.fingerprint --write` records them in tests/records/fingerprints.json, under this
+processor's signature (its vector extensions, `cpu_signature`); the test in
+tests/test_fingerprints.py reruns the debug runs and compares with the record of its signature.
+A fingerprint is functional, so it survives a change of the state's layout: the last logged
+training metrics, the final evaluation, and the final policy's deterministic actions on fixed
+probe observations (every parameter of the actor shows there; the critics show through the
+losses and through the actor they trained).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ RUNS = {
     "gem": (["gem_hopper", "debug"], []),
 }
 PROBES = 16
-MACHINE_KEY = "_machine"
 # XLA compiles for the host's vector extensions, so float results (and, through the simulators'
 # chaotic dynamics, evaluation returns) are reproducible only on a processor with the same ones.
 CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16")
@@ -43,6 +44,16 @@ def cpu_signature() -> list[str]:
         [],
     )
     return [f for f in CPU_FEATURES if f in flags]
+
+
+def signature_key(features: list[str]) -> str:
+    """The records' key for a processor signature: its extensions joined by spaces."""
+    return " ".join(features)
+
+
+def load_records() -> dict[str, dict]:
+    """{signature key: {method: fingerprint}} from tests/records/fingerprints.json."""
+    return json.loads(DATA.read_text()) if DATA.exists() else {}
 
 
 def probe_observations(task: str) -> np.ndarray:
@@ -99,9 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         found = {m: fingerprint(m, Path(tmp) / "data", Path(tmp)) for m in methods}
     if args.write:
-        stored = json.loads(DATA.read_text()) if DATA.exists() else {}
-        stored.update(found)
-        stored[MACHINE_KEY] = {"cpu_features": cpu_signature()}
+        stored = load_records()
+        stored.setdefault(signature_key(cpu_signature()), {}).update(found)
         DATA.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     print(json.dumps(found, indent=1, sort_keys=True))
 
