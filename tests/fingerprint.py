@@ -33,22 +33,18 @@ PROBES = 16
 CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16")
 
 
-def cpu_signature() -> list[str]:
-    """The vector extensions of this processor that XLA's CPU code generation may use."""
+def cpu_signature() -> str:
+    """The vector extensions of this processor that XLA's CPU code generation may use, joined by
+    spaces: the key of this processor's records."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return ["unknown"]
+        return "unknown"
     flags = next(
         (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
         [],
     )
-    return [f for f in CPU_FEATURES if f in flags]
-
-
-def signature_key(features: list[str]) -> str:
-    """The records' key for a processor signature: its extensions joined by spaces."""
-    return " ".join(features)
+    return " ".join(f for f in CPU_FEATURES if f in flags)
 
 
 def load_records() -> dict[str, dict]:
@@ -111,7 +107,7 @@ def main() -> None:
         found = {m: fingerprint(m, Path(tmp) / "data", Path(tmp)) for m in methods}
     if args.write:
         stored = load_records()
-        stored.setdefault(signature_key(cpu_signature()), {}).update(found)
+        stored.setdefault(cpu_signature(), {}).update(found)
         DATA.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     print(json.dumps(found, indent=1, sort_keys=True))
 
