@@ -9,6 +9,7 @@ import pytest
 import envs
 from envs.tasks import rendering
 from envs.tasks.dmc_pixels import make_dmc_pixels
+from envs.tasks.frames import resize_images
 
 SIZE = 32  # small frames keep the tests fast
 
@@ -114,6 +115,28 @@ def test_default_renderer_keeps_the_look_and_fast_is_an_option():
     fast = make_dmc_pixels("walker-walk-pixels", seed=0, image_size=SIZE, fast_render=True)
     image = fast.reset(seed=0)[0]["image"]
     assert image.shape == ours.shape and not np.array_equal(image, ours)  # no shadows
+
+
+def test_fast_render_key_reaches_the_simulator_and_gives_datasets_their_own_folder():
+    from agent.config import load_config
+    from agent.runner.sources import config_task
+    from envs.datasets.pixel_datasets import _build_record, vd4rl_folder
+
+    task_of = lambda *sets: config_task(load_config(["bc_pixels_cartpole_swingup"], list(sets)))
+    default, fast = task_of(f"image_size={SIZE}"), task_of(f"image_size={SIZE}", "fast_render=true")
+    assert (default.fast_render, fast.fast_render) == (False, True)
+    assert fast.image_shape == default.image_shape == (SIZE, SIZE, 3)  # both keys apply
+    image = lambda task: task.make(seed=0).reset(seed=0)[0]["image"]
+    expected = make_dmc_pixels("cartpole-swingup-pixels", seed=0, image_size=64, fast_render=True)
+    stored = expected.reset(seed=0)[0]["image"]
+    assert not np.array_equal(image(fast), image(default))
+    np.testing.assert_array_equal(image(fast), resize_images(stored[None], SIZE)[0])
+    folders = [vd4rl_folder("data", task, "expert", 5000, 0) for task in (default, fast)]
+    assert folders[0].parts[1] == "vd4rl-n5000-s0" and folders[1].parts[1] == "vd4rl-n5000-s0-fast"
+    assert folders[0].parts[2:] == folders[1].parts[2:]  # V-D4RL's layout below the root
+    assert "render" not in _build_record(default, "random", 5000, 0)  # old folders stay valid
+    assert _build_record(fast, "random", 5000, 0)["render"] == "fast"
+    assert envs.get_task("hopper").with_fast_render(True) == envs.get_task("hopper")
 
 
 def test_without_opengl_one_line_says_what_to_install(monkeypatch):

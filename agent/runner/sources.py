@@ -24,9 +24,11 @@ PLACEMENTS = ("auto", "device", "host")
 
 
 def config_task(cfg: Config) -> envs.TaskSpec:
-    """The task of a run, seen at `cfg.image_size` when it is a pixel task (see
-    TaskSpec.at_image_size; the RSSM's CNN needs 8, 16, 32, 64 ... px)."""
-    return envs.get_task(cfg.task).at_image_size(cfg.image_size)
+    """The task of a run, seen at `cfg.image_size` and drawn with the fast settings when
+    `cfg.fast_render`, if it is a pixel task (TaskSpec.at_image_size, TaskSpec.with_fast_render;
+    the RSSM's CNN needs 8, 16, 32, 64 ... px)."""
+    task = envs.get_task(cfg.task).with_fast_render(cfg.fast_render)
+    return task.at_image_size(cfg.image_size)
 
 
 def task_spec(task) -> Spec:

@@ -11,7 +11,9 @@ frame, as V-D4RL's files), written one npz per episode under
 
 (`-pixels84`: 84px/ with hdf5 shards of 50 episodes, V-D4RL's 84px layout), which is V-D4RL's
 own folder layout below the `vd4rl-n{size}-s{seed}` root, so the same loader reads users' real
-files. The folder is built under a temporary name and renamed when complete.
+files. The folder is built under a temporary name and renamed when complete. Frames drawn with
+the fast settings (`fast_render`, TaskSpec.with_fast_render) look different from V-D4RL's, so
+those datasets live under `vd4rl-n{size}-s{seed}-fast` instead.
 Episode i resets with a seed drawn from the dataset seed; the policy's randomness comes from one
 generator of that seed, so a dataset is a function of (task, quality, size, seed, policy files).
 `medium-expert` is the union of the medium and expert datasets (half the episodes each, the
@@ -74,9 +76,10 @@ def vd4rl_folder(root: str | Path, task: TaskSpec, quality: str, size: int, seed
     """The folder a built dataset lives in (module docstring)."""
     name, image = split_pixel_name(task.name)
     name = name.replace("-", "_")
+    look = "-fast" if task.fast_render else ""  # the other look never shares a folder
     return (
         Path(root)
-        / f"vd4rl-n{size}-s{seed}"
+        / f"vd4rl-n{size}-s{seed}{look}"
         / "main"
         / name
         / quality.replace("-", "_")
@@ -170,6 +173,7 @@ def _build_record(task: TaskSpec, quality: str, size: int, seed: int) -> dict[st
         "size": size,
         "seed": seed,
         "policies": dataset_policies_id(state_twin(task), quality),
+        **({"render": "fast"} if task.fast_render else {}),
     }
 
 
