@@ -166,14 +166,16 @@ def test_an_episode_is_500_steps_of_action_repeat_2():
 
 @pytest.mark.slow
 def test_built_pixel_dataset_is_vd4rl_npz_and_deterministic(tmp_path):
-    from envs.datasets import load_dataset
+    from envs.datasets import load_task_dataset
     from envs.datasets.pixel_datasets import build_or_reuse_pixels, collect_pixel_episodes
     from envs.datasets.vd4rl import read_npz_episodes
 
-    task = envs.get_task("cartpole-swingup-pixels")
+    # the fast look keeps this test quick; the builder does not depend on the look, and the
+    # default look is the renderer's test above
+    task = envs.get_task("cartpole-swingup-pixels").with_fast_render(True)
     folder = build_or_reuse_pixels(task, "random", 600, 5, tmp_path, progress=False)
     assert folder.relative_to(tmp_path).parts == (
-        "vd4rl-n600-s5", "main", "cartpole_swingup", "random", "64px"
+        "vd4rl-n600-s5-fast", "main", "cartpole_swingup", "random", "64px"
     )  # fmt: skip
     episodes = read_npz_episodes(folder)
     assert [len(ep["reward"]) for ep in episodes] == [501, 501]  # ceil(600 / 500) episodes
@@ -185,13 +187,11 @@ def test_built_pixel_dataset_is_vd4rl_npz_and_deterministic(tmp_path):
     for a, b in zip(episodes, again, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    data = load_dataset(task.name, {"dir": str(tmp_path), "size": 600, "seed": 5})
+    data = load_task_dataset(task, {"dir": str(tmp_path), "size": 600, "seed": 5})
     assert len(data) == 1000 and data.observations["image"].dtype == np.uint8
     np.testing.assert_array_equal(data.next_observations["image"][0], first["image"][1])
     np.testing.assert_array_equal(data.actions[0], first["action"][1])
     assert data.episode_ends.sum() == 2 and data.timeouts.sum() == 2
-    from envs.datasets import load_task_dataset
-
     small = task.at_image_size(16)  # `image_size: 16`: the same 64px folder, resized on loading
     shrunk = load_task_dataset(small, {"dir": str(tmp_path), "size": 600, "seed": 5})
     assert shrunk.observations["image"].shape == (1000, 16, 16, 3)

@@ -59,6 +59,7 @@ def test_a_debug_sweep_on_ray_writes_its_table_and_plot_and_a_rerun_skips_it(tmp
     root = tmp_path / "sweep"
     args = ["sweep", *QUICK, "--set", f"dataset.dir={tmp_path / 'data'}",
             "--grid", "method=bc,vem", "--seeds", "0-1", "--root", str(root)]  # fmt: skip
+    # 4 runs on Ray's 2 CPUs, so two of them wait for a CPU
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "local Ray instance" in out and out.count("done ") == 4
