@@ -139,6 +139,16 @@ def test_fast_render_key_reaches_the_simulator_and_gives_datasets_their_own_fold
     assert envs.get_task("hopper").with_fast_render(True) == envs.get_task("hopper")
 
 
+def test_collect_builds_the_look_that_train_would_use(tmp_path, capsys):
+    from agent.runner.cli import main
+
+    args = ["collect", "--task", "cartpole-swingup-pixels", "--quality", "random",
+            "--set", "dataset.size=10", "--set", f"dataset.dir={tmp_path}"]  # fmt: skip
+    assert main([*args, "--set", "fast_render=true"]) == 0
+    assert "vd4rl-n10-s0-fast" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["vd4rl-n10-s0-fast"]
+
+
 def test_without_opengl_one_line_says_what_to_install(monkeypatch):
     monkeypatch.delenv("MUJOCO_GL", raising=False)
     monkeypatch.setattr(rendering.ctypes.util, "find_library", lambda name: None)

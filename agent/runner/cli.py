@@ -159,6 +159,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_collect(args) -> int:
+    import envs
     from agent.config import load_config
     from envs.datasets import ensure_dataset
 
@@ -168,7 +169,8 @@ def _cmd_collect(args) -> int:
     for task in tasks:
         for quality in qualities:
             dataset_cfg = {**cfg.dataset.to_dict(), "quality": quality, "path": None}
-            path = ensure_dataset(task, dataset_cfg)
+            spec = envs.get_task(task).with_fast_render(cfg.fast_render)  # the look train sees
+            path = ensure_dataset(spec, dataset_cfg)
             print(f"{task} {quality}: {path} ({dataset_summary(task, path)})", flush=True)
     return 0
 

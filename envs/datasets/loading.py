@@ -235,12 +235,13 @@ def dataset_path(task_name: str, cfg: Mapping[str, Any]) -> Path:
     return cache_path(opts["dir"], task.name, quality, size, seed)
 
 
-def ensure_dataset(task_name: str, cfg: Mapping[str, Any]) -> Path:
+def ensure_dataset(task: str | TaskSpec, cfg: Mapping[str, Any]) -> Path:
     """Build and cache the dataset cfg describes unless it exists; return its file.
 
-    With cfg["path"] set nothing is built and that path is returned.
+    `task`: a name, or a TaskSpec (e.g. one drawn with the fast look). With cfg["path"] set
+    nothing is built and that path is returned.
     """
-    return _ensure(get_task(task_name), _options(cfg))
+    return _ensure(get_task(task) if isinstance(task, str) else task, _options(cfg))
 
 
 def load_dataset(task_name: str, cfg: Mapping[str, Any]) -> OfflineData:
