@@ -167,9 +167,9 @@ def _cmd_collect(args) -> int:
     tasks = args.task or [cfg.task]
     qualities = args.quality or [cfg.dataset.quality]
     for task in tasks:
+        spec = envs.get_task(task).with_fast_render(cfg.fast_render)  # the look train sees
         for quality in qualities:
             dataset_cfg = {**cfg.dataset.to_dict(), "quality": quality, "path": None}
-            spec = envs.get_task(task).with_fast_render(cfg.fast_render)  # the look train sees
             path = ensure_dataset(spec, dataset_cfg)
             print(f"{task} {quality}: {path} ({dataset_summary(task, path)})", flush=True)
     return 0
