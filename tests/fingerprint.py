@@ -65,9 +65,11 @@ def probe_observations(task: str) -> np.ndarray:
 
 def final_policy_actions(logdir: Path, obs: np.ndarray) -> np.ndarray:
     """The deterministic actions of the newest checkpoint's policy on `obs`."""
-    from agent.runner.loop import load_policy
+    from agent.programs import Programs
+    from agent.runner.loop import load_run, policy_fn
 
-    act = load_policy(logdir)
+    agent, run = load_run(logdir)  # as `run.py eval` rebuilds a run
+    act = policy_fn(Programs(agent), run.agent)
     return np.asarray(act(obs), np.float64)
 
 

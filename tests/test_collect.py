@@ -2,9 +2,6 @@
 and the behaviour-policy export."""
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -36,7 +33,6 @@ HOPPER = gym_task("Hopper-v5", "hopper", "locomotion", 11, 3, 1000)
 CHEETAH = gym_task("HalfCheetah-v5", "halfcheetah", "locomotion", 17, 6, 50)
 UMAZE = get_task("maze2d-umaze")
 
-ROOT = Path(__file__).resolve().parent.parent
 ARRAY_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
 
 
@@ -268,7 +264,7 @@ def test_export_writes_policies_that_collect_from_an_explicit_folder(tmp_path, m
 
 
 def test_export_command_bad_input_is_one_line_and_status_2(tmp_path, capsys):
-    from envs.datasets.export import export_command
+    from agent.runner.cli import main
 
     hopper = get_task("hopper")
     run = fake_gem_run(tmp_path / "run", hopper)
@@ -281,27 +277,16 @@ def test_export_command_bad_input_is_one_line_and_status_2(tmp_path, capsys):
         (["--run", str(run), "--task", "hoppr"], "unknown task 'hoppr'; valid names: hopper"),
     ]
     for argv, message in cases:
-        status = export_command([*argv, "--out", str(tmp_path / "out")])
+        status = main(["export", *argv, "--out", str(tmp_path / "out")])
         err = capsys.readouterr().err
         assert status == 2, argv
         assert err.startswith("error: ") and err.count("\n") == 1, err
         assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit) as exc:
-        export_command(["--help"])
+        main(["export", "--help"])
     assert exc.value.code == 0
     assert "--made-with" in capsys.readouterr().out
-
-
-def test_export_module_entry_point(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "envs.datasets.export", "--run", str(tmp_path), "--task", "hopper"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith("error: ") and "\n" not in proc.stderr.strip()
 
 
 def test_a_cached_dataset_from_other_policy_files_is_rebuilt(tmp_path, monkeypatch, capsys):

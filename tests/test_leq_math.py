@@ -168,20 +168,16 @@ def test_policy_surrogate_gradient_is_weighted_dpg():
 def test_imagination_masks_and_clipping():
     """Rollouts continue after termination; alive stays 0 once dead; the model sees clip(a).
 
-    The world step is built from a model step and a termination function (`make_world_step`):
-    continue = 1 - done, and `dones` comes back as the float 1 - continue."""
-    seen = []
+    The world step's continue flag is 1 - done, and `dones` comes back as the float
+    1 - continue."""
 
-    def model_step(obs, action, key):
-        seen.append(action)
-        return obs + 1.0, jnp.sum(action, -1)
-
-    def termination_fn(obs, action, next_obs):
-        return next_obs[:, 0] > jnp.array([0.5, 1.5, 10.0])  # fires at t = 0, 1, never
+    def world_step(obs, action, key):
+        next_obs = obs + 1.0
+        done = next_obs[:, 0] > jnp.array([0.5, 1.5, 10.0])  # fires at t = 0, 1, never
+        return next_obs, jnp.sum(action, -1), 1.0 - done.astype(jnp.float32)
 
     start = jnp.zeros((3, 2))
     actor = lambda s: jnp.full((s.shape[0], 1), 3.0)  # outside [-1, 1]
-    world_step = imagination.make_world_step(model_step, termination_fn)
     ro = imagination.imagine(actor, world_step, start, jax.random.PRNGKey(0), 4)
     np.testing.assert_allclose(ro["obs"][:, 0, 0], [0, 1, 2, 3, 4])
     np.testing.assert_allclose(ro["rewards"], 1.0)  # clipped action reached the model
@@ -245,13 +241,13 @@ def actor_apply(params, obs):
 
 def make_problem(dtype):
     """Random ensemble-like model (one member per element per step, Gaussian noise), tanh actor,
-    MLP critic, and a termination (s'_0 > 0.4) that fires in the middle of rollouts; the model
-    and the termination are joined into one world step (`imagination.make_world_step`)."""
+    MLP critic, and a termination (s'_0 > 0.4) that fires in the middle of rollouts; the world
+    step returns continue = 1 - done, as the ensemble's `imagine_step` does."""
     model = _dense_params(0, (OBS + ACT, 32, 32, OBS + 1), dtype, MEMBERS)
     actor = _dense_params(1, (OBS, 32, ACT), dtype)
     critic = _dense_params(2, (OBS + ACT, 32, 1), dtype)
 
-    def model_step(obs, action, key):
+    def world_step(obs, action, key):
         k_member, k_noise = jax.random.split(key)
         member = jax.random.randint(k_member, obs.shape[:-1], 0, MEMBERS)
         x = jnp.concatenate([obs, action], -1)
@@ -259,16 +255,14 @@ def make_problem(dtype):
             x = jnp.einsum("bi,bio->bo", x, w[member]) + b[member]
             x = jnp.tanh(x) if i < len(model) - 1 else x
         y = x + 0.1 * jax.random.normal(k_noise, x.shape, x.dtype)
-        return obs + 0.5 * y[:, :OBS] + 0.2, y[:, OBS]
-
-    def termination_fn(obs, action, next_obs):
-        return next_obs[:, 0] > 0.4
+        next_obs = obs + 0.5 * y[:, :OBS] + 0.2
+        done = next_obs[:, 0] > 0.4
+        return next_obs, y[:, OBS], 1.0 - done.astype(dtype)
 
     actor_fn = lambda s: actor_apply(actor, s)
     critic_fn = lambda s, a: _mlp(critic, jnp.concatenate([s, a], -1))[..., 0]
     start = 0.5 * np.random.default_rng(3).normal(size=(B, OBS)) - np.array([0.3, 0, 0, 0])
     start = jnp.asarray(start, dtype)
-    world_step = imagination.make_world_step(model_step, termination_fn)
     return actor_fn, critic_fn, world_step, start
 
 

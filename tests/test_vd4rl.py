@@ -9,11 +9,9 @@ from envs.datasets.vd4rl import (
     EPISODE_KEYS,
     episode_filename,
     episodes_to_transitions,
-    find_vd4rl,
     load_vd4rl,
     read_hdf5_shards,
     read_npz_episodes,
-    to_dreamerv3_convention,
     write_hdf5_shard,
     write_npz_episode,
 )
@@ -150,15 +148,6 @@ def test_resize_84_to_64(tmp_path):
     (kept,) = load_vd4rl(tmp_path, image_size=None)
     assert kept["image"].shape == (3, 84, 84, 3)
     assert resize_images(ep["image"], 84) is ep["image"]
-
-
-def test_to_dreamerv3_convention_shifts_actions_only():
-    ep = make_episode(steps=5)
-    out = to_dreamerv3_convention(ep)
-    np.testing.assert_array_equal(out["action"][:-1], ep["action"][1:])
-    assert (out["action"][-1] == 0).all()
-    for key in ("image", "reward", "discount", "is_first", "is_last", "is_terminal"):
-        np.testing.assert_array_equal(out[key], ep[key])
 
 
 def transitions_reference(episodes) -> dict:
@@ -362,23 +351,3 @@ def test_hdf5_writer_refuses_terminal_flag_it_cannot_store(tmp_path):
     with pytest.raises(DatasetError, match=r"0\.hdf5 \(episode 0\): key 'is_terminal'"):
         write_hdf5_shard(tmp_path / "0.hdf5", [ep])
     assert list(tmp_path.iterdir()) == []
-
-
-# --------------------------------------------------------------------------------------------
-# Layout
-
-
-def test_find_vd4rl_layout_and_errors(tmp_path):
-    folder = tmp_path / "main" / "walker_walk" / "medium_expert" / "64px"
-    folder.mkdir(parents=True)
-    assert find_vd4rl(tmp_path, "walker_walk", "medium_expert", 64) == folder
-    assert find_vd4rl(tmp_path, "walker-walk", "medium-expert", "64px") == folder
-    assert find_vd4rl(tmp_path, "walker-walk-pixels", "medium_expert") == folder
-    with pytest.raises(DatasetError, match=r"84px not found .*holds: 64px"):
-        find_vd4rl(tmp_path, "walker-walk", "medium-expert", 84)
-    with pytest.raises(DatasetError, match=r"cheetah_run not found .*holds: walker_walk"):
-        find_vd4rl(tmp_path, "cheetah-run", "medium", 64)
-    with pytest.raises(DatasetError, match="no such folder"):
-        find_vd4rl(tmp_path / "absent", "walker-walk", "medium", 64)
-    with pytest.raises(DatasetError, match="size"):
-        find_vd4rl(tmp_path, "walker-walk", "medium", "big")

@@ -10,8 +10,6 @@ cut by a timeout are truncated there, so they understate the value of those rows
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 
@@ -46,6 +44,3 @@ def critic_against_returns(q: jax.Array, returns: jax.Array) -> dict[str, jax.Ar
 def sample_rows(size: int, key: jax.Array, count: int) -> jax.Array:
     """`count` uniform row indices in [0, size) (with replacement)."""
     return jax.random.randint(key, (count,), 0, max(size, 1))
-
-
-QOnRows = Callable[[jax.Array], jax.Array]  # row indices [n] -> Q(s, a) [n]

@@ -24,8 +24,6 @@ import jax.numpy as jnp
 ActorFn = Callable[[jax.Array], jax.Array | tuple[jax.Array, Any]]
 # (latent [B, ...], action [B, act], key) -> (next latent, reward [B], continue [B])
 WorldStep = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
-ModelStep = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
-TerminationFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # -> bool [B]
 # state_link(next_obs [B, obs], next_alive [B], t) -> next_obs; must not change forward values.
 StateLink = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -43,17 +41,6 @@ def clip_action(action: jax.Array) -> jax.Array:
 def _act(actor_fn: ActorFn, obs: jax.Array) -> tuple[jax.Array, Any]:
     out = actor_fn(obs)
     return out if isinstance(out, tuple) else (out, None)
-
-
-def make_world_step(model_step: ModelStep, termination_fn: TerminationFn) -> WorldStep:
-    """A world step from a Markov model step and a termination function: c = 1 - done."""
-
-    def world_step(obs, action, key):
-        next_obs, reward = model_step(obs, action, key)
-        done = termination_fn(obs, action, next_obs)
-        return next_obs, reward, 1.0 - done.astype(reward.dtype)
-
-    return world_step
 
 
 def imagine(

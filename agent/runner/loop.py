@@ -516,12 +516,6 @@ def load_run(logdir: Path) -> tuple[Agent, RunState]:
     return agent, run
 
 
-def load_policy(logdir: Path):
-    """obs -> deterministic action of the newest checkpoint in `logdir`."""
-    agent, run = load_run(logdir)
-    return policy_fn(Programs(agent), run.agent)
-
-
 def evaluate_logdir(logdir: Path, episodes: int | None = None) -> dict:
     """Evaluate the newest checkpoint of the run in `logdir`, rebuilt from its saved config."""
     agent, run = load_run(logdir)

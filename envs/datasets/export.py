@@ -7,8 +7,8 @@ OUT/<task>/ with a `policies.json` manifest, and records a fingerprint: the rewa
 collections from the written files, which a test re-collects so that a changed file, simulator
 or collector shows.
 
-The command line lives here (`add_export_arguments`, `run_export`, `export_command`); the
-top-level CLI (run.py) only wires it in. Also runnable as `python -m envs.datasets.export`.
+The command's options live here (`add_export_arguments`, `run_export`); `python run.py export`
+(agent/runner/cli.py) is its only entry point.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,10 @@ from envs.datasets.trained_policies import (
     TRAINED_FACTORIES,
     read_manifest,
 )
-from envs.tasks.registry import UnknownTaskError, get_task
+from envs.tasks.registry import get_task
 
 MAX_REPLAY_SNAPSHOTS = 10
 FINGERPRINT_STEPS = 300
-USER_ERROR = 2  # exit status for bad input, as run.py's other commands
 
 
 def _eval_returns(run: Path) -> dict[int, float]:
@@ -241,21 +239,3 @@ def run_export(args: argparse.Namespace) -> int:
     manifest = export(args.run, args.task, args.out, args.made_with, args.upto)
     print(json.dumps({k: manifest[k] for k in ("expert", "medium")}, indent=1))
     return 0
-
-
-def export_command(argv: list[str] | None = None, prog: str = "run.py export") -> int:
-    """Parse `argv` (the arguments after `export`), run the export, return the exit status:
-    0, or 2 after printing `error: <one line>` for bad input."""
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
-    args = add_export_arguments(parser).parse_args(argv)
-    try:
-        return run_export(args)
-    except UnknownTaskError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    return USER_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(export_command(prog="python -m envs.datasets.export"))

@@ -35,8 +35,8 @@ stores at t the action *taken* at o_t: it shifts actions one step earlier (last 
 keeps rewards aligned to observations (reward[0] = 0), marks is_first / is_last at each 501-step
 boundary and sets is_terminal false, and resizes to 64x64. `load_vd4rl` yields the convention
 above for both formats (where the formats differ it maps step_type to is_first / is_last and
-discount == 0 to is_terminal, and resizes); `to_dreamerv3_convention` applies LEQ_DV3's action
-shift to an episode for consumers that want DreamerV3's convention.
+discount == 0 to is_terminal, and resizes). The replay's transitions (o_t, a_t, r_t, o_{t+1}),
+a_t the action taken at o_t, are already the alignment LEQ_DV3's shift produces.
 
 Writers validate first and write atomically (`<path>.<pid>.tmp`, then os.replace), so a failed
 or interrupted write leaves nothing at the target path. Readers raise DatasetError with a
@@ -487,42 +487,7 @@ def read_hdf5_shards(folder_or_file: str | os.PathLike) -> list[Episode]:
 
 
 # --------------------------------------------------------------------------------------------
-# Layout, loading, conversion
-
-
-def _vd4rl_name(name: str) -> str:
-    """`walker-walk`, `dmc_walker_walk`, `walker-walk-pixels` -> `walker_walk`."""
-    name = name.strip().lower()
-    if name.endswith("-pixels"):
-        name = name[: -len("-pixels")]
-    name = name.replace("-", "_")
-    return name[len("dmc_") :] if name.startswith("dmc_") else name
-
-
-def find_vd4rl(root: str | os.PathLike, task: str, quality: str, size: int | str = 64) -> Path:
-    """The V-D4RL folder `<root>/main/<task>/<quality>/<size>px` (V-D4RL README layout).
-
-    `task` may be V-D4RL's name (`walker_walk`) or ours (`walker-walk`, `walker-walk-pixels`,
-    also `dmc_walker_walk`); `quality` likewise (`medium_expert` / `medium-expert`); `size` is
-    64 (npz episodes) or 84 (hdf5 shards) in V-D4RL, given as an int or as `"64px"`. Raises
-    DatasetError naming the first missing folder and listing what its parent holds.
-    """
-    text = str(size).strip().lower().removesuffix("px")
-    if not text.isdigit() or int(text) <= 0:
-        raise DatasetError(f"V-D4RL size {size!r}: expected a pixel count such as 64 or 84")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"V-D4RL root {root}: no such folder")
-    parts = ("main", _vd4rl_name(task), quality.strip().lower().replace("-", "_"), f"{text}px")
-    folder = root
-    for part in parts:
-        child = folder / part
-        if not child.is_dir():
-            raise DatasetError(
-                f"V-D4RL folder {child} not found ({folder} holds: {_folder_listing(folder)})"
-            )
-        folder = child
-    return folder
+# Loading, conversion
 
 
 def load_vd4rl(path: str | os.PathLike, image_size: int | None = 64) -> list[Episode]:
@@ -560,19 +525,6 @@ def load_vd4rl(path: str | os.PathLike, image_size: int | None = 64) -> list[Epi
         for episode in episodes:
             episode["image"] = resize_images(episode["image"], image_size)
     return episodes
-
-
-def to_dreamerv3_convention(episode: Mapping[str, np.ndarray]) -> Episode:
-    """LEQ_DV3's action shift: a copy of `episode` whose action[t] is the action taken at o_t.
-
-    action[t] <- action[t + 1] and the last action becomes zeros (LEQ_DV3
-    `data/v-d4rl/hdf5_to_npz.py`, "ARS (DreamerV2) -> RSA (DreamerV3)"); image, reward (still
-    reward[0] = 0) and the flags are unchanged. `load_vd4rl` does not apply it.
-    """
-    out = dict(check_episode(episode))
-    action = out["action"]
-    out["action"] = np.concatenate([action[1:], np.zeros_like(action[:1])])
-    return out
 
 
 def episodes_to_transitions(episodes: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
