@@ -4,7 +4,7 @@ recorded final metrics and final policy (tests/fingerprint.py says what a finger
 The records were made on the code before the agent-protocol restructuring, with one change to
 that code: its random draws rearranged to the runner's counter-based recipe (init key
 fold_in(root, 0); step t's key fold_in(fold_in(root, 1), t); periodic work's key
-fold_in(fold_in(root, 2), t)); tests/records/fingerprint_rng_recipe.diff is that change. LEQ's
+fold_in(fold_in(root, 2), t)). LEQ's
 record was then made anew after one deliberate fix: at the FQE -> LEQ switch the critic's EMA copy
 is set to the trained FQE critic (tests/test_leq_agent.py tests the fix itself), and again when
 the embedded default changed.
