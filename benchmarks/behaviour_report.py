@@ -125,7 +125,7 @@ def dataset_row(task_name: str, quality: str, size: int, seed: int, data_dir: st
 
 
 def markdown(rows: list[dict]) -> str:
-    """The README table of `rows`."""
+    """The dataset table of docs/data.md, from `rows`."""
     lines = [
         "| dataset | steps | trajectories | mean return | normalised score "
         "| D4RL v2 trajectories |",
