@@ -25,6 +25,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from agent.failures import reported_write
+
 PREFIX = "ckpt_"
 STATE_FILE = "state.npz"
 META_FILE = "meta.json"
@@ -77,9 +79,24 @@ def save(directory: Path, step: int, state: Any, keep: int = 3, extra: dict | No
     `keep` checkpoints of steps <= `step`; later steps (left by a run that resumed from an earlier
     checkpoint because they were damaged) are kept until a save of their step replaces them.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(directory, step)
     tmp = directory / f".tmp_{final.name}_{os.getpid()}"
+    with reported_write(final):
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            _write_folder(tmp, state, extra, step)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoints stay as they were
+            raise
+        _move_into_place(tmp, final)
+    current = [s for s in checkpoint_steps(directory) if s <= step]
+    for old_step in current[:-keep] if keep > 0 else []:
+        shutil.rmtree(checkpoint_path(directory, old_step), ignore_errors=True)
+    return final
+
+
+def _write_folder(tmp: Path, state: Any, extra: dict | None, step: int) -> None:
+    """`state.npz` and `meta.json` of `state`, fsynced, in the new folder `tmp`."""
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -101,6 +118,11 @@ def save(directory: Path, step: int, state: Any, keep: int = 3, extra: dict | No
         handle.write(json.dumps(meta, indent=1))
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename the written folder `tmp` to `final`, replacing an existing folder of that step."""
+    directory = final.parent
     if final.exists() or final.is_symlink():
         # Move the old folder aside first: a directory cannot be renamed onto a non-empty one.
         old = directory / f".old_{final.name}_{os.getpid()}"
@@ -111,10 +133,6 @@ def save(directory: Path, step: int, state: Any, keep: int = 3, extra: dict | No
         _remove(old)
     else:
         os.replace(tmp, final)
-    current = [s for s in checkpoint_steps(directory) if s <= step]
-    for old_step in current[:-keep] if keep > 0 else []:
-        shutil.rmtree(checkpoint_path(directory, old_step), ignore_errors=True)
-    return final
 
 
 def read_meta(path: Path) -> dict | None:

@@ -7,6 +7,7 @@ TensorBoard as an image grid (tensorboardX's `add_video` silently needs moviepy)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -15,8 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from tensorboardX import SummaryWriter
 from tqdm import tqdm
+
+from agent.events_file import EventsFile
+from agent.failures import first_non_finite, json_safe, reported_write
 
 # Metrics worth seeing on the progress bar, in order of preference.
 BAR_KEYS = ("eval/normalized_score", "eval/return", "train/loss", "train/actor_loss")
@@ -45,22 +48,25 @@ class MetricStream:
     def __init__(self, logdir: Path, name: str):
         self.name = name
         self._path = Path(logdir) / f"{name}.jsonl"
-        self._writer = SummaryWriter(str(Path(logdir) / "tb" / name))
+        with reported_write(Path(logdir) / "tb" / name):
+            self._writer = EventsFile(Path(logdir) / "tb" / name)
 
     def __call__(self, step: int, metrics: Mapping) -> None:
         """Record `metrics` at `step`; lists and tuples (e.g. elite indices) go to JSON only."""
         record = {
             k: (list(v) if isinstance(v, list | tuple) else _scalar(v)) for k, v in metrics.items()
         }
-        with self._path.open("a") as handle:
-            handle.write(json.dumps({"step": step, **record}) + "\n")
-        for key, value in record.items():
-            if not isinstance(value, list):
-                self._writer.add_scalar(f"{self.name}/{key}", value, step)
-        self._writer.flush()
+        with reported_write(self._path), self._path.open("a") as handle:
+            handle.write(json.dumps(json_safe({"step": step, **record})) + "\n")
+        with reported_write(self._path.parent / "tb" / self.name):
+            for key, value in record.items():
+                if not isinstance(value, list) and math.isfinite(value):
+                    self._writer.scalar(f"{self.name}/{key}", value, step)
+            self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        with contextlib.suppress(OSError):  # a failed write was already reported
+            self._writer.close()
 
 
 class Logger:
@@ -69,8 +75,11 @@ class Logger:
     def __init__(self, logdir: Path, total_steps: int, initial_step: int = 0, quiet: bool = False):
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = (self.logdir / "metrics.jsonl").open("a")
-        self._writer = SummaryWriter(str(self.logdir / "tb"), purge_step=initial_step or None)
+        self._jsonl_path, self._tb_path = self.logdir / "metrics.jsonl", self.logdir / "tb"
+        with reported_write(self._jsonl_path):
+            self._jsonl = self._jsonl_path.open("a")
+        with reported_write(self._tb_path):
+            self._writer = EventsFile(self._tb_path, purge_step=initial_step or None)
         # A live bar on a terminal; plain progress lines (with ETA) when output goes to a file.
         self._plain = not quiet and not sys.stdout.isatty()
         self._bar = tqdm(
@@ -89,10 +98,14 @@ class Logger:
     def scalars(self, step: int, metrics: Mapping) -> None:
         """Record a dict of scalars at `step`."""
         values = {k: _scalar(v) for k, v in metrics.items()}
-        self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
-        self._jsonl.flush()
-        for key, value in values.items():
-            self._writer.add_scalar(key, value, step)
+        with reported_write(self._jsonl_path):
+            self._jsonl.write(json.dumps(json_safe({"step": step, **values})) + "\n")
+            self._jsonl.flush()
+        with reported_write(self._tb_path):
+            for key, value in values.items():
+                if first_non_finite({key: value}) is None:  # TensorBoard warns on each NaN
+                    self._writer.scalar(key, value, step)
+            self._writer.flush()
         for key in BAR_KEYS:
             if key in values:
                 self._shown[key.split("/", 1)[1]] = round(values[key], 3)
@@ -104,8 +117,12 @@ class Logger:
             return
         stride = max(1, len(frames) // 32)  # at most 32 tiles in the grid
         grid = image_grid(frames[::stride])
-        self._writer.add_image(name, grid, step, dataformats="HWC")
-        self._write_gif(step, frames, "" if name == "eval/video" else name.replace("/", "_") + "_")
+        with reported_write(self._tb_path):
+            self._writer.image(name, grid, step)
+            self._writer.flush()
+        prefix = "" if name == "eval/video" else name.replace("/", "_") + "_"
+        with reported_write(self.logdir / "videos"):
+            self._write_gif(step, frames, prefix)
 
     def _write_gif(self, step: int, frames: np.ndarray, prefix: str = "") -> None:
         from PIL import Image
@@ -140,6 +157,9 @@ class Logger:
             self._bar.write(text, file=sys.stdout)
 
     def close(self) -> None:
+        """Close the files; a write that fails here was already reported, so it stays quiet."""
         self._bar.close()
-        self._writer.close()
-        self._jsonl.close()
+        with contextlib.suppress(OSError):
+            self._writer.close()
+        with contextlib.suppress(OSError):
+            self._jsonl.close()

@@ -1,8 +1,10 @@
 """Command line: `python run.py [train|eval|collect|export|sweep] ...`; no subcommand means
 `train`.
 
-User mistakes (a missing config, an unknown key, a wrong type, a bad dataset file) print one line,
-`error: ...`, and exit with status 2; nothing already saved is touched.
+User mistakes (a missing config, an unknown key, a wrong type, a bad dataset file) and a run
+folder that another process is training into print one line, `error: ...`, and exit with status
+2; a run that diverges exits with 3 and a failed write (a full disk) with 1, each after one line.
+Nothing already saved is touched.
 """
 
 from __future__ import annotations
@@ -245,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from agent.config import ConfigError
+    from agent.failures import Diverged, RunFolderBusy, WriteFailed
     from agent.runner.interrupts import terminate_as_interrupt
     from envs import UnknownTaskError
     from envs.datasets.errors import DatasetError
@@ -256,5 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
         print(f"error: {message}", file=sys.stderr)
         return USER_ERROR
+    except (Diverged, WriteFailed, RunFolderBusy) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130

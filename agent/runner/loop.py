@@ -36,9 +36,11 @@ from agent.programs import Programs
 from agent.protocol import EVAL, EXPLORE, WARMUP, Agent
 from agent.runner import rundir
 from agent.runner.devices import batch_shardings
+from agent.runner.divergence import check_metrics, check_state
 from agent.runner.evaluation import evaluate
 from agent.runner.interrupts import InterruptLatch
 from agent.runner.jax_setup import configure_jax
+from agent.runner.run_lock import run_lock
 from agent.runner.rundir import CHECKPOINT_DIR, CONTEXT_FILE, RESULT_FILE, WORLD_MODEL_DIR
 from agent.runner.sources import (
     EpisodeRunner,
@@ -165,6 +167,11 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     check_schedule(
         cfg, chunk, f"{cfg.method}.train_every" if cls.online else "train.updates_per_call"
     )
+    with run_lock(logdir):
+        return _train_locked(cfg, cls, chunk, logdir, quiet)
+
+
+def _train_locked(cfg: Config, cls, chunk: int, logdir: Path, quiet: bool) -> dict:
     rundir.prepare_logdir(cfg, logdir)
     batch_sharding, replicated = batch_shardings(cfg)
     agent, replay, spec = build(cfg, logdir)
@@ -234,6 +241,7 @@ class Loop:
                 if crossed(step, length, t.log_every):
                     metrics = {**jax.device_get(metrics), **clock.rate(step, "updates_per_second")}
                     self.logger.scalars(step, metrics)
+                    check_metrics(step, metrics, self.logdir / CHECKPOINT_DIR)
                 self._after_chunk(run, step, length)
             except KeyboardInterrupt:
                 self._save_on_interrupt(run)  # the last finished chunk, wherever ^C landed
@@ -293,6 +301,7 @@ class Loop:
                     metrics.update(runner.pop_finished())
                     metrics.update(clock.rate(step, "env_steps_per_second"))
                     self.logger.scalars(step, metrics)
+                    check_metrics(step, metrics, self.logdir / CHECKPOINT_DIR)
                 self._save_snapshot(run, step, chunk)
                 self._after_chunk(run, step, chunk)
             except KeyboardInterrupt:
@@ -329,18 +338,23 @@ class Loop:
     def _after_chunk(self, run: RunState, step: int, length: int) -> None:
         """Periodic evaluation (with video when due) and checkpoint, then the progress display."""
         t, e = self.cfg.train, self.cfg.eval
-        if crossed(step, length, t.eval_every) and step < t.steps:
+        evaluate_now = crossed(step, length, t.eval_every) and step < t.steps
+        save_now = crossed(step, length, t.checkpoint_every) or step == t.steps
+        if evaluate_now or save_now:
+            check_state(step, run.agent, self.logdir / CHECKPOINT_DIR)
+        if evaluate_now:
             if self.agent.has_policy:
                 record = crossed(step, length, e.video_every)
                 self.evaluate_and_log(run, step, e.episodes, record)
             self.report_and_log(run, step)
-        if crossed(step, length, t.checkpoint_every) or step == t.steps:
+        if save_now:
             checkpoint.save(self.logdir / CHECKPOINT_DIR, step, run, t.keep_checkpoints)
         self.logger.advance(step)
 
     def _save_on_interrupt(self, run: RunState) -> None:
         """Ctrl-C: keep the work of every finished chunk, so the rerun resumes from here."""
         step = int(run.counters["step"])
+        check_state(step, run.agent, self.logdir / CHECKPOINT_DIR)
         checkpoint.save(self.logdir / CHECKPOINT_DIR, step, run, self.cfg.train.keep_checkpoints)
         self.logger.message(f"interrupted at step {step}; rerun the same command to resume")
 

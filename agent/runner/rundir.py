@@ -22,6 +22,7 @@ from agent.config import (
     first_difference,
     load_yaml_file,
 )
+from agent.failures import json_safe, reported_write
 
 CHECKPOINT_DIR = "checkpoints"
 RESULT_FILE = "result.json"
@@ -31,14 +32,21 @@ SNAPSHOT_DIR = "snapshots"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a crash never leaves half a file."""
+    """Write through a temporary file and a rename, so a crash never leaves half a file; a failed
+    write (a full disk) raises `WriteFailed` and leaves the previous file as it was."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with reported_write(path):
+        try:
+            tmp.write_text(text)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(path)
 
 
 def write_json_atomic(path: Path, value: dict) -> None:
-    write_text_atomic(path, json.dumps(value, indent=1))
+    """`value` as JSON, non-finite numbers as strings ('nan'), so the file is always valid JSON."""
+    write_text_atomic(path, json.dumps(json_safe(value), indent=1))
 
 
 def prepare_logdir(cfg: Config, logdir: Path) -> None:

@@ -7,6 +7,7 @@ meta.json), in LOGDIR/world_model/; `world_model.path` reuses another run's fold
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import jax
@@ -29,8 +30,21 @@ def build_world_model(cfg: Config, spec: Spec, context: Context):
         raise ConfigError(f"world_model: {exc}") from None
 
 
+def params_digest(params) -> str:
+    """SHA-256 over the leaves' names, dtypes, shapes and bytes: equal for equal params, unlike
+    the file's checksum (the npz archive stamps its members with the time of writing)."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def save_world_model(world, params, folder: Path) -> None:
-    checkpoint.save(folder, 0, jax.device_get(params), keep=1, extra={"model": world.file_config()})
+    params = jax.device_get(params)
+    extra = {"model": world.file_config(), "params_sha256": params_digest(params)}
+    checkpoint.save(folder, 0, params, keep=1, extra=extra)
 
 
 def load_world_model(world, folder: Path, label: str = "world_model.path"):
@@ -61,20 +75,53 @@ def prepare_world_model(cfg: Config, spec: Spec, context: Context, data, logdir:
         params = load_world_model(world, Path(cfg.world_model.path))
         print(f"world model: loaded {cfg.world_model.path}", flush=True)
     elif checkpoint.checkpoint_steps(own):
-        params = load_world_model(world, own, label="this run's world model")
-        print(f"world model: reusing {own}", flush=True)
+        params = _reuse_or_refit(cfg, world, data, own)
     elif not world.fitted_before_training:
         print(f"world model: the {world.kind} trains in this run's first phase", flush=True)
         params = None
     else:
         print(f"world model: training the {world.kind}", flush=True)
-        stream = MetricStream(logdir, "world_model")
-        try:
-            key = jax.random.PRNGKey(cfg.seed + FIT_SEED_OFFSET)
-            params = world.fit(data, key, log=stream)
-        finally:
-            stream.close()
-        save_world_model(world, params, own)
+        params = _fit_and_save(cfg, world, data, own)
         elites = np.asarray(params.elites).tolist() if hasattr(params, "elites") else None
         print(f"world model: trained (elites {elites}), saved to {own}", flush=True)
     return dataclasses.replace(context, world=world, world_params=params)
+
+
+def _fit_and_save(cfg: Config, world, data, own: Path):
+    """Fit the world model with the run's own key on `data` and save it in `own`."""
+    stream = MetricStream(own.parent, "world_model")
+    try:
+        params = world.fit(data, jax.random.PRNGKey(cfg.seed + FIT_SEED_OFFSET), log=stream)
+    finally:
+        stream.close()
+    save_world_model(world, params, own)
+    return params
+
+
+def _reuse_or_refit(cfg: Config, world, data, own: Path):
+    """This run's saved world model; a damaged one is refitted (the fit is a function of the seed
+    and the data) and checked against the digest recorded when it was first saved."""
+    path = checkpoint.checkpoint_path(own, 0)
+    reason = checkpoint.damage_reason(path) if path.is_dir() else None
+    if reason is None or not world.fitted_before_training:
+        params = load_world_model(world, own, label="this run's world model")
+        print(f"world model: reusing {own}", flush=True)
+        return params
+    recorded = (checkpoint.read_meta(path) or {}).get("params_sha256")
+    print(
+        f"world model: {path} is damaged ({reason}); refitting it with seed {cfg.seed} on the "
+        "run's data",
+        flush=True,
+    )
+    params = _fit_and_save(cfg, world, data, own)
+    if recorded is None:
+        verdict = "no digest was recorded to compare it with"
+    elif recorded == params_digest(params):
+        verdict = "it matches the recorded digest"
+    else:
+        verdict = (
+            "it differs from the recorded digest (XLA's CPU code depends on the processor); "
+            "the agent resumes on the refitted model"
+        )
+    print(f"world model: refitted and saved to {own}; {verdict}", flush=True)
+    return params
