@@ -1,4 +1,5 @@
-"""The config system: merge order, typed overrides, numeric ranges, and one-line errors."""
+"""The config system: merge order, typed overrides, allowed values declared in defaults.yaml,
+presets and aliases, and one-line errors."""
 
 import subprocess
 import sys
@@ -7,48 +8,52 @@ import pytest
 
 from agent.config import (
     CONFIG_DIR,
-    RANGES_NAME,
-    RANGES_PATH,
     ConfigError,
-    check_ranges,
     dump_config,
+    fill_missing,
     first_difference,
-    flatten,
     load_config,
-    load_ranges,
     load_yaml_file,
     merge,
-    numeric_keys,
     parse_override,
-    parse_range,
     preset_names,
 )
+from agent.config_schema import (
+    Choices,
+    check_values,
+    flatten,
+    numeric_keys,
+    parse_range,
+    read_schema,
+)
+from agent.presets import ALIASES_NAME, aliases
 
-DEFAULTS = load_yaml_file(CONFIG_DIR / "defaults.yaml")
+SCHEMA = read_schema(CONFIG_DIR / "defaults.yaml")
+DEFAULTS = SCHEMA.defaults
 
 
 def test_defaults_define_every_key_of_every_preset():
     names = preset_names()
-    assert RANGES_NAME not in names and "debug" in names and "gem_hopper" in names
-    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {*names, RANGES_NAME}
+    assert "debug" in names and "gem" in names and "gem_hopper" in aliases()
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {*names, "defaults", ALIASES_NAME}
     for name in names:
         load_config([str(CONFIG_DIR / f"{name}.yaml")])  # raises on any unknown key or wrong type
 
 
 def test_a_preset_includes_others_first_and_its_own_keys_win(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    a.write_text("train:\n  steps: 100\n  batch_size: 7\n")
+    a.write_text("train:\n  steps: 100\n  eval_every: 7\n")
     b.write_text(f"include: [{a}]\ntrain:\n  steps: 200\n")
     cfg = load_config([str(b)])
-    assert (cfg.train.steps, cfg.train.batch_size) == (200, 7)
+    assert (cfg.train.steps, cfg.train.eval_every) == (200, 7)
     assert "include" not in cfg
     assert load_config(["leq_hopper_cpu"]) == load_config(["hopper_medium_replay", "leq_cpu"])
     assert load_config(["default"]) == load_config(["leq_hopper_cpu"])
 
 
-def test_each_leq_task_cpu_preset_is_leq_cpu_on_one_dataset():
-    names = [n for n in preset_names() if n.startswith("leq_") and n.endswith("_cpu")]
-    names = [n for n in names if n != "leq_cpu" and "pixels" not in n]
+def test_each_leq_task_cpu_alias_is_leq_cpu_on_one_dataset():
+    names = [n for n in aliases() if n.startswith("leq_") and n.endswith("_cpu")]
+    names = [n for n in names if "pixels" not in n]
     assert len(names) == 5
     for name in names:
         cfg = load_config([name]).to_dict()
@@ -71,14 +76,14 @@ def test_a_bad_include_names_the_file(tmp_path, text):
 def test_later_presets_override_earlier_ones_and_overrides_win(tmp_path):
     a = tmp_path / "a.yaml"
     b = tmp_path / "b.yaml"
-    a.write_text("train:\n  steps: 100\n  batch_size: 7\n")
+    a.write_text("train:\n  steps: 100\n  eval_every: 7\n")
     b.write_text("train:\n  steps: 200\n")
-    cfg = load_config([str(a), str(b)], ["train.batch_size=9", "bc.lr=1e-2"])
+    cfg = load_config([str(a), str(b)], ["train.eval_every=9", "bc.lr=1e-2"])
     assert cfg.train.steps == 200
-    assert cfg.train.batch_size == 9
+    assert cfg.train.eval_every == 9
     assert cfg.bc.lr == pytest.approx(0.01)
     assert isinstance(cfg.bc.lr, float)
-    assert cfg.train.eval_every == load_config(["defaults"]).train.eval_every
+    assert cfg.train.log_every == load_config(["defaults"]).train.log_every
 
 
 def test_int_is_accepted_for_float_and_lists_parse():
@@ -152,25 +157,51 @@ def test_dump_round_trip_and_difference(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Numeric ranges (configs/ranges.yaml)
+# Allowed values, declared in defaults.yaml's comments
 
 
-def test_every_numeric_default_has_a_range():
-    ranges = load_ranges()
+def test_every_numeric_default_has_a_range_and_every_enum_its_choices():
     numeric = numeric_keys(DEFAULTS)
     assert "train.steps" in numeric and "bc.hidden" in numeric  # lists of numbers count
     assert "leq.expectile" not in numeric  # bools do not
-    missing = [key for key in numeric if key not in ranges]
-    assert not missing, f"declare a range in {RANGES_PATH} for: {', '.join(missing)}"
-    keys = flatten(DEFAULTS)
-    stale = [key for key in ranges if key not in keys]
-    assert not stale, f"{RANGES_PATH} names keys that defaults.yaml lacks: {', '.join(stale)}"
-    check_ranges(DEFAULTS, DEFAULTS, ranges)  # the defaults themselves lie within
+    missing = [key for key in numeric if key not in SCHEMA.allowed]
+    assert not missing, f"declare a range in defaults.yaml for: {', '.join(missing)}"
+    check_values(DEFAULTS, DEFAULTS, SCHEMA.allowed)  # the defaults themselves lie within
+    choices = {k for k, v in SCHEMA.allowed.items() if isinstance(v, Choices)}
+    assert {"method", "jax.platform", "leq_pixels.optimizer", "gem.pairing"} <= choices
+    assert SCHEMA.allowed["leq.tau"].text == "(0, 1)"
 
 
-@pytest.mark.parametrize("name", preset_names())
-def test_every_preset_loads_within_range(name):
-    load_config([name])  # defaults, then the preset; checks every range
+def test_method_choices_are_the_registered_methods():
+    from agent.methods import METHODS
+
+    assert set(SCHEMA.allowed["method"].values) == set(METHODS)
+
+
+def test_allowed_values_are_read_from_the_comment_up_to_a_semicolon(tmp_path):
+    path = tmp_path / "defaults.yaml"
+    path.write_text(
+        "# header; not a key\n"
+        "a: 1      # >= 1; text\n"
+        "b: x      # x | y\n"
+        "c: 2      # prose without allowed values, spread\n"
+        "          # over two lines; the second line is not read\n"
+        "s:        # a section; its comment is prose\n"
+        "  d: 0.5  # (0, 1]\n"
+        "  e: [1]  # > 0; every entry\n"
+    )
+    schema = read_schema(path)
+    assert {k: str(v) for k, v in schema.allowed.items()} == {
+        "a": ">= 1", "b": "x | y", "s.d": "(0, 1]", "s.e": "> 0",
+    }  # fmt: skip
+    path.write_text("a: 1  # at least one; text\n")
+    with pytest.raises(ConfigError, match=r"defaults.yaml:1: key 'a': 'at least one' is neither"):
+        read_schema(path)
+
+
+@pytest.mark.parametrize("name", [*preset_names(), *aliases()])
+def test_every_preset_and_alias_loads_within_range(name):
+    load_config([name])  # defaults, then the preset; checks every value
     load_config([name, "debug"])
 
 
@@ -207,19 +238,26 @@ def test_range_notation():
         ("world_model.weight_decays=[0, -1e-4]", "world_model.weight_decays[1]=-0.0001 is out of"),
         ("world_model.max_epochs=0", "world_model.max_epochs=0 is out of range >= 1"),
         ("world_model.max_epochs=x", "world_model.max_epochs='x' is not a number (range >= 1)"),
+        ("leq_pixels.optimizer=sgd", "leq_pixels.optimizer='sgd' is not one of: laprop | adam"),
+        ("vem.schedule=both", "vem.schedule='both' is not one of: two_phase | interleaved"),
+        ("method=dqn", "method='dqn' is not one of: bc | iql | td3bc | vem | leq | leq_pixels"),
+        ("train.shard=x", "train.shard='x' is not one of: none | batch | seeds"),
     ],
 )
-def test_out_of_range_values_give_one_line_errors(override, message):
+def test_values_outside_their_allowed_ones_give_one_line_errors(override, message):
     with pytest.raises(ConfigError) as info:
         load_config(["default"], [override])
     assert str(info.value).startswith(message)
+    assert str(info.value).endswith(f"(set by --set {override})")
     assert "\n" not in str(info.value)
 
 
 def test_out_of_range_value_in_a_preset_file(tmp_path):
     preset = tmp_path / "bad.yaml"
     preset.write_text("gem:\n  alpha: 1.5\n")
-    with pytest.raises(ConfigError, match=r"^gem\.alpha=1\.5 is out of range \(0, 1\]$"):
+    with pytest.raises(
+        ConfigError, match=rf"^gem\.alpha=1\.5 is out of range \(0, 1\] \(set by {preset}\)$"
+    ):
         load_config(["gem_hopper", str(preset)])
     # A later override brings it back into range: only the merged value is checked.
     assert load_config(["gem_hopper", str(preset)], ["gem.alpha=0.5"]).gem.alpha == 0.5
@@ -237,16 +275,11 @@ def test_null_only_where_the_default_is_null():
 
 def test_a_numeric_key_without_a_range_is_reported():
     defaults = {"train": {"steps": 5}, "jax": {"threads": 2, "flag": True, "name": "x"}}
-    ranges = {"train.steps": parse_range(">= 1")}
+    allowed = {"train.steps": parse_range(">= 1")}
     with pytest.raises(ConfigError, match="declares no range for the numeric key 'jax.threads'"):
-        check_ranges(defaults, defaults, ranges)
-    ranges["jax.threads"] = parse_range(">= 1")
-    check_ranges(defaults, defaults, ranges)  # bools and strings need no range
-
-
-def test_ranges_is_not_a_preset():
-    with pytest.raises(ConfigError, match="not a preset"):
-        load_config([RANGES_NAME])
+        check_values(defaults, defaults, allowed)
+    allowed["jax.threads"] = parse_range(">= 1")
+    check_values(defaults, defaults, allowed)  # bools and strings need no range
 
 
 def test_cli_prints_a_range_error_in_one_line_with_status_2():
@@ -259,4 +292,116 @@ def test_cli_prints_a_range_error_in_one_line_with_status_2():
         timeout=300,
     )
     assert proc.returncode == 2
-    assert proc.stderr == "error: leq.tau=1.5 is out of range (0, 1)\n"
+    assert proc.stderr == "error: leq.tau=1.5 is out of range (0, 1) (set by --set leq.tau=1.5)\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch sizes: <method>.batch_size, and configs saved with train.batch_size
+
+
+def test_each_method_reads_its_own_batch_size():
+    for method in ("bc", "iql", "td3bc", "vem", "leq", "gem", "sac", "td3"):
+        assert "batch_size" in DEFAULTS[method], method
+    assert "batch_size" not in DEFAULTS["train"]
+    assert load_config(["vem_hopper", "debug"]).vem.batch_size == 64
+    assert load_config(["vem_hopper"]).vem.batch_size == 128
+
+
+def test_train_batch_size_names_its_new_place():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.batch_size' \(now <method>"):
+        load_config(["default"], ["train.batch_size=64"])
+
+
+@pytest.mark.parametrize(("method", "moved"), [("bc", True), ("leq", True), ("gem", False)])
+def test_a_run_folder_saved_with_train_batch_size_still_loads(method, moved, tmp_path):
+    """A config.yaml written before the move: train.batch_size goes to <method>.batch_size
+    where the method read it (and is dropped where it never did), for `eval --logdir`
+    (load_config of the file) and for a resume (fill_missing, then the comparison)."""
+    current = load_config(["default", "debug"], [f"method={method}"]).to_dict()
+    old = {**current, "train": {**current["train"], "batch_size": 64}}
+    if moved:
+        old[method] = {k: v for k, v in current[method].items() if k != "batch_size"}
+    path = tmp_path / "config.yaml"
+    dump_config(old, path)
+    assert load_config([str(path)]).to_dict() == current
+    saved, added = fill_missing(load_yaml_file(path), current)
+    assert first_difference(saved, current) is None and added == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets and aliases
+
+
+RECORD = CONFIG_DIR.parent / "tests" / "records" / "presets_before_issue27.json"
+
+
+def _unflatten(flat: dict) -> dict:
+    tree: dict = {}
+    for dotted, value in flat.items():
+        *heads, last = dotted.split(".")
+        node = tree
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    return tree
+
+
+def test_every_preset_name_of_before_the_aliases_resolves_as_it_did():
+    """The 83 preset names of before configs/ was cut to one preset per method and budget (the
+    record: each name's resolved config, alone and followed by debug, as differences from that
+    day's defaults) resolve to the same config; train.batch_size read as <method>.batch_size."""
+    import json
+
+    from agent.config import upgrade_moved_keys
+
+    record = json.loads(RECORD.read_text())
+    assert len(record["presets"]) == 83
+    for name, kinds in record["presets"].items():
+        for kind, difference in kinds.items():
+            then = flatten(upgrade_moved_keys(_unflatten({**record["defaults"], **difference})))
+            now = flatten(load_config([name, "debug"] if kind == "debug" else [name]).to_dict())
+            assert set(then) <= set(now), (name, kind, set(then) - set(now))
+            # Keys the record lacks are the batch sizes of the methods the preset does not run.
+            assert {k.split(".")[-1] for k in set(now) - set(then)} <= {"batch_size"}, name
+            changed = [k for k in then if then[k] != now[k] or type(then[k]) is not type(now[k])]
+            assert not changed, (name, kind, {k: (then[k], now[k]) for k in changed})
+
+
+def test_an_alias_applies_its_items_in_place():
+    # gem_hopper is gem, then task=hopper; a later preset or override still wins.
+    assert load_config(["gem_hopper"]) == load_config(["gem"], ["task=hopper"])
+    assert load_config(["gem_hopper"], ["task=ant"]).task == "ant"
+    assert load_config(["sac_cheetah_run_ar2", "debug"]).train.steps == 400
+
+
+def test_a_bad_alias_table_is_one_line(tmp_path, monkeypatch):
+    import agent.presets as presets
+
+    table = tmp_path / "aliases.yaml"
+    monkeypatch.setattr(presets, "ALIASES_PATH", table)
+    for text, fragment in (
+        ("x: gem\n", "alias 'x' must be a list"),
+        ("x: [no_such_preset]\n", "alias 'x' names 'no_such_preset'"),
+        ("gem: [sac]\n", "alias 'gem' has the name of a file"),
+    ):
+        table.write_text(text)
+        with pytest.raises(ConfigError, match=fragment):
+            load_config(["x"])
+
+
+def test_aliases_is_not_a_preset():
+    with pytest.raises(ConfigError, match="not a preset"):
+        load_config([ALIASES_NAME])
+
+
+def test_presets_lists_every_preset_and_alias_with_a_purpose(capsys):
+    from agent.runner.cli import COMMANDS, build_parser
+
+    assert COMMANDS["presets"](build_parser().parse_args(["presets"])) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in lines if line.startswith("  ")}
+    assert set(listed) == {*preset_names(), *aliases()}
+    for name in preset_names():
+        assert 10 < len(listed[name]) <= 100, name  # the file's first comment line
+    assert listed["gem_hopper"] == "= gem + task=hopper"
+    assert len(list(CONFIG_DIR.glob("*.yaml"))) <= 40

@@ -162,9 +162,8 @@ def test_bad_leq_settings_are_config_errors(data_dir):
         ("train.steps=200", "leaves no LEQ steps"),
         ("world_model.hidden=[8]", "world_model: weight_decays needs 2 entries"),
     ):
-        cfg = _cfg(data_dir, override)
         with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("(", r"\(")):
-            _construct(cfg)
+            _construct(_cfg(data_dir, override))  # choices are checked on loading
 
 
 # --------------------------------------------------------------------- whole runs (slow) ----

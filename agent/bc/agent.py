@@ -48,7 +48,7 @@ class BCAgent(Agent):
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
-        self.batch = cfg.train.batch_size
+        self.batch = cfg.bc.batch_size
         self.images = image_fields(spec)
         self.host_loop_chunks = bool(self.images)  # convolutions: see Agent.host_loop_chunks
         self.shift = int(cfg.bc.random_shift)

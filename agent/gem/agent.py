@@ -84,10 +84,6 @@ class GEMAgent(Agent):
     @staticmethod
     def _check(cfg) -> None:
         g = cfg.gem
-        if g.pairing not in losses.PAIRINGS:
-            raise ConfigError(
-                f"gem.pairing: '{g.pairing}' is not one of {', '.join(losses.PAIRINGS)}"
-            )
         if g.learning_starts % g.train_every:
             raise ConfigError(
                 f"gem.learning_starts={g.learning_starts} must be a multiple of "

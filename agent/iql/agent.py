@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.config import ConfigError
 from agent.distributions import gaussian_log_prob
 from agent.iql import losses
 from agent.iql.networks import gaussian_policy, value_net
@@ -29,7 +28,6 @@ from agent.sac import losses as sac_losses
 from agent.sac.networks import critics
 
 PHASE = "iql"
-LR_SCHEDULES = ("cosine", "constant")
 
 
 class IQLState(NamedTuple):
@@ -50,12 +48,7 @@ class IQLAgent(Agent):
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
         self.c = c = cfg.iql
-        if c.actor_lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                f"iql.actor_lr_schedule='{c.actor_lr_schedule}' is not one of: "
-                f"{', '.join(LR_SCHEDULES)}"
-            )
-        self.batch = cfg.train.batch_size
+        self.batch = cfg.iql.batch_size
         self.actor_net = gaussian_policy(c.hidden, spec.act_dim)
         self.critic_net = critics(c.hidden)
         self.value_net = value_net(c.hidden)

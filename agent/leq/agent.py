@@ -47,15 +47,6 @@ class LEQState(NamedTuple):
 
 def hyper_from_config(cfg) -> leq.LEQHyper:
     c = cfg.leq
-    for key, allowed in (
-        ("policy_objective", leq.POLICY_OBJECTIVES),
-        ("critic_target", leq.CRITIC_TARGETS),
-        ("actor_lr_schedule", leq.ACTOR_LR_SCHEDULES),
-    ):
-        if c[key] not in allowed:
-            raise ConfigError(f"leq.{key}='{c[key]}' is not one of: {', '.join(allowed)}")
-    if c.expectile and c.policy_objective != "one_step" and not 0.0 < c.tau < 1.0:
-        raise ConfigError(f"leq.tau must lie in (0, 1), got {c.tau}")
     return leq.LEQHyper(
         gamma=c.gamma, lam=c.lam, horizon=c.horizon, tau=c.tau, beta=c.beta, ema_rate=c.ema_rate,
         expectile=c.expectile, policy_objective=c.policy_objective, critic_target=c.critic_target,
@@ -204,7 +195,7 @@ class LEQAgent(Agent):
 
     def _fqe_step(self, state: LEQState, replay, key):
         data = self._latents(
-            state.world_model, replay_lib.sample(replay, key, self.cfg.train.batch_size)
+            state.world_model, replay_lib.sample(replay, key, self.cfg.leq.batch_size)
         )
         ac = state.ac
         critic, ema, opt, metrics = leq.fqe_step(
@@ -216,7 +207,7 @@ class LEQAgent(Agent):
     def _leq_step(self, state: LEQState, replay, key):
         k_env, k_model, k_update = jax.random.split(key, 3)
         data = self._latents(
-            state.world_model, replay_lib.sample(replay, k_env, self.cfg.train.batch_size)
+            state.world_model, replay_lib.sample(replay, k_env, self.cfg.leq.batch_size)
         )
         starts = replay_lib.sample(state.model_buffer, k_model, self.cfg.leq.model_batch_size)
         ac, metrics = leq.leq_update(

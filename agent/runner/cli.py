@@ -1,4 +1,4 @@
-"""Command line: `python run.py [train|eval|collect|export|sweep] ...`; no subcommand means
+"""Command line: `python run.py [train|eval|collect|export|sweep|presets] ...`; no subcommand means
 `train`.
 
 User mistakes (a missing config, an unknown key, a wrong type, a bad dataset file) and a run
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = ("train", "eval", "collect", "export", "sweep")
+SUBCOMMANDS = ("train", "eval", "collect", "export", "sweep", "presets")
 USER_ERROR = 2
 
 
@@ -23,8 +23,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         "--config",
         action="append",
         metavar="NAME_OR_PATH",
-        help="a preset name (configs/NAME.yaml) or a YAML path; repeatable, later ones override "
-        "earlier ones (default: default)",
+        help="a preset name (configs/NAME.yaml, or an alias: `run.py presets` lists both) or a "
+        "YAML path; repeatable, later ones override earlier ones (default: default)",
     )
     parser.add_argument(
         "--set",
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and evaluate world-model agents (LEQ, VEM, GEM) and baselines "
         "(BC, SAC, TD3).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,collect,export,sweep}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,collect,export,sweep,presets}")
 
     train = sub.add_parser(
         "train",
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_export_arguments(export)
     _add_sweep_parser(sub)
+    sub.add_parser(
+        "presets",
+        help="list the presets and aliases that --config takes, each with its purpose",
+        description="List configs/*.yaml presets (the first line of each file's comment) and "
+        "the aliases of configs/aliases.yaml (what each stands for).",
+    )
     return parser
 
 
@@ -225,6 +231,13 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_presets(args) -> int:
+    from agent.presets import describe_presets
+
+    print("\n".join(describe_presets()))
+    return 0
+
+
 def _cmd_export(args) -> int:
     from envs.datasets.export import run_export
 
@@ -237,6 +250,7 @@ COMMANDS = {
     "collect": _cmd_collect,
     "export": _cmd_export,
     "sweep": _cmd_sweep,
+    "presets": _cmd_presets,
 }
 
 

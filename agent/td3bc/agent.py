@@ -47,7 +47,7 @@ class TD3BCAgent(Agent):
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
         self.c = c = cfg.td3bc
-        self.batch = cfg.train.batch_size
+        self.batch = cfg.td3bc.batch_size
         self.actor_net = deterministic_actor(c.hidden, spec.act_dim)
         self.critic_net = critics(c.hidden)
         self.actor_opt = optax.adam(c.actor_lr)

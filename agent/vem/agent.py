@@ -59,8 +59,6 @@ from agent.protocol import EVAL, Agent, Context, Spec
 from agent.vem import losses
 from agent.vem.networks import gaussian_policy, value_heads
 
-SCHEDULES = ("two_phase", "interleaved")
-MEMORY_FORMS = ("twin", "max")
 VALUE, POLICY, JOINT = "value", "policy", "joint"
 
 
@@ -91,7 +89,7 @@ class VEMAgent(Agent):
         self.v = cfg.vem
         self._check(cfg)
         self.num_rows = context.data_size
-        self.batch = cfg.train.batch_size
+        self.batch = cfg.vem.batch_size
         self.value_net = value_heads(self.v.value_hidden)
         self.policy_net = gaussian_policy(self.v.policy_hidden, spec.act_dim)
         self.value_opt = optax.adam(self.v.value_lr)
@@ -101,11 +99,6 @@ class VEMAgent(Agent):
     @staticmethod
     def _check(cfg) -> None:
         v = cfg.vem
-        choices = {"schedule": SCHEDULES, "memory_form": MEMORY_FORMS}
-        choices["expectile_form"] = losses.EXPECTILE_FORMS
-        for key, allowed in choices.items():
-            if v[key] not in allowed:
-                raise ConfigError(f"vem.{key}: '{v[key]}' is not one of {', '.join(allowed)}")
         if v.schedule == "two_phase" and not 0 <= v.value_steps < cfg.train.steps:
             raise ConfigError(
                 f"vem.value_steps={v.value_steps} must be in [0, train.steps={cfg.train.steps}) "
