@@ -39,13 +39,15 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
+from agent.actor_critic import actor_step, delayed, soft_update_targets
 from agent.config import ConfigError
 from agent.gem import losses
-from agent.gem.networks import actor, critics
+from agent.gem.networks import critics
+from agent.losses import smoothed_target_actions
 from agent.memory import replay_memory_returns
-from agent.networks import batched_apply, polyak
+from agent.networks import batched_apply, deterministic_actor
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
+from agent.optimizers import apply_gradients
 from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
 
 LEARN = "learn"
@@ -72,7 +74,7 @@ class GEMAgent(Agent):
         super().__init__(cfg, spec, context)
         self.g = cfg.gem
         self._check(cfg)
-        self.actor_net = actor(self.g.hidden, spec.act_dim)
+        self.actor_net = deterministic_actor(self.g.hidden, spec.act_dim, layer_norm=True)
         self.critic_net = critics(self.g.hidden)
         self.actor_opt = optax.adam(self.g.actor_lr)
         self.critic_opt = optax.adam(self.g.critic_lr)
@@ -124,7 +126,7 @@ class GEMAgent(Agent):
         """Q^X(s) = min over twin X of Q'_k(s, a~), a~ the smoothed target action: [B, 2]."""
         g = self.g
         action = self.actor_net.apply(state.target_actor_params, obs)
-        action = losses.smoothed_actions(action, key, g.target_noise, g.target_noise_clip)
+        action = smoothed_target_actions(action, key, g.target_noise, g.target_noise_clip)
         return losses.twin_values(self.critic_net.apply(state.target_critic_params, obs, action))
 
     def refresh_memory(
@@ -165,11 +167,7 @@ class GEMAgent(Agent):
 
     def begin_chunk(self, phase, state: GEMState, replay, key) -> tuple[GEMState, dict]:
         """Targets <- rate online + (1 - rate) targets, then (GEM) the memory refresh."""
-        rate = self.g.target_rate
-        state = state._replace(
-            target_actor_params=polyak(state.actor_params, state.target_actor_params, rate),
-            target_critic_params=polyak(state.critic_params, state.target_critic_params, rate),
-        )
+        state = soft_update_targets(state, self.g.target_rate)
         if not self.g.memory:
             return state, {}
         memory = self.refresh_memory(state, replay, key)
@@ -214,10 +212,7 @@ class GEMAgent(Agent):
             action = self.actor_net.apply(params, obs)
             return losses.actor_loss(self.critic_net.apply(state.critic_params, obs, action))
 
-        params, opt_state, loss, _ = apply_gradients(
-            self.actor_opt, state.actor_params, state.actor_opt_state, loss_fn
-        )
-        return state._replace(actor_params=params, actor_opt_state=opt_state), loss
+        return actor_step(self.actor_opt, state, loss_fn)
 
     def train(self, phase, state: GEMState, replay, key) -> tuple[GEMState, dict]:
         """Sample a uniform batch (with memory returns), a critic step, a delayed actor step."""
@@ -226,11 +221,8 @@ class GEMAgent(Agent):
         batch["memory"] = state.memory[batch["index"]]
         state, metrics = self.critic_update(state, batch, noise_key)
         obs = flat_obs(batch["observations"], self.spec)
-        state, actor_loss = jax.lax.cond(
-            state.step % self.g.policy_delay == 0,
-            lambda s: self.actor_update(s, obs),
-            lambda s: (s, jnp.float32(jnp.nan)),
-            state,
+        state, actor_loss = delayed(
+            state.step, self.g.policy_delay, lambda s: self.actor_update(s, obs), state
         )
         metrics["train/actor_loss"] = actor_loss
         return state._replace(step=state.step + 1), metrics

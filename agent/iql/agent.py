@@ -21,12 +21,11 @@ from agent.config import ConfigError
 from agent.distributions import gaussian_log_prob
 from agent.iql import losses
 from agent.iql.networks import gaussian_policy, value_net
-from agent.networks import polyak
+from agent.losses import twin_critic_loss
+from agent.networks import critics, polyak
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
+from agent.optimizers import apply_gradients
 from agent.protocol import Agent, Context, Spec
-from agent.sac import losses as sac_losses
-from agent.sac.networks import critics
 
 PHASE = "iql"
 LR_SCHEDULES = ("cosine", "constant")
@@ -115,7 +114,7 @@ class IQLAgent(Agent):
 
         def critic_loss_fn(params):
             q = self.critic_net.apply(params, obs, batch["actions"])
-            return sac_losses.critic_loss(q, targets), q
+            return twin_critic_loss(q, targets), q
 
         critic, critic_opt, (critic_loss, q), _ = apply_gradients(
             self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.networks import polyak
+from agent.losses import sample_tanh_gaussian, twin_critic_loss
+from agent.networks import critics, polyak, tanh_gaussian_actor
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
+from agent.optimizers import apply_gradients
 from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
 from agent.sac import losses
-from agent.sac.networks import critics, gaussian_actor
 
 LEARN = "learn"
 
@@ -47,7 +47,7 @@ class SACAgent(Agent):
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
         self.c = cfg.sac
-        self.actor_net = gaussian_actor(self.c.hidden, spec.act_dim)
+        self.actor_net = tanh_gaussian_actor(self.c.hidden, spec.act_dim)
         self.critic_net = critics(self.c.hidden)
         self.actor_opt = optax.adam(self.c.actor_lr)
         self.critic_opt = optax.adam(self.c.critic_lr)
@@ -78,7 +78,7 @@ class SACAgent(Agent):
 
     def _sample(self, params: dict, obs: jax.Array, key: jax.Array):
         mean, log_std = self.actor_net.apply(params, obs)
-        return losses.sample_tanh_gaussian(mean, log_std, key)
+        return sample_tanh_gaussian(mean, log_std, key)
 
     def train(self, phase, state: SACState, replay, key) -> tuple[SACState, dict]:
         """Critic step, actor step, temperature step, then the soft target update."""
@@ -97,7 +97,7 @@ class SACAgent(Agent):
 
         def critic_loss_fn(params):
             q = self.critic_net.apply(params, obs, batch["actions"])
-            return losses.critic_loss(q, targets), q
+            return twin_critic_loss(q, targets), q
 
         critic, critic_opt, (critic_loss, q), critic_norm = apply_gradients(
             self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True
@@ -147,4 +147,4 @@ class SACAgent(Agent):
         mean, log_std = self.actor_net.apply(state.actor_params, flat_obs(obs, self.spec))
         if mode == EVAL:
             return carry, jnp.tanh(mean)
-        return carry, losses.sample_tanh_gaussian(mean, log_std, key)[0]
+        return carry, sample_tanh_gaussian(mean, log_std, key)[0]

@@ -17,13 +17,11 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.networks import polyak
+from agent.actor_critic import actor_step, delayed, soft_update_targets, td3_critic_step
+from agent.networks import critics, deterministic_actor
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
 from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
-from agent.sac.networks import critics, deterministic_actor
 from agent.td3 import losses
-from agent.td3.critic_update import critic_update
 
 LEARN = "learn"
 
@@ -80,16 +78,13 @@ class TD3Agent(Agent):
         batch = replay_lib.sample(replay, sample_key, c.batch_size)
         obs = flat_obs(batch["observations"], self.spec)
         next_obs = flat_obs(batch["next_observations"], self.spec)
-        critic, critic_opt, critic_loss, q, norm = critic_update(
+        critic, critic_opt, critic_loss, q, norm = td3_critic_step(
             self.actor_net, self.critic_net, self.critic_opt, c, state, obs, batch, next_obs,
             noise_key,
         )  # fmt: skip
         state = state._replace(critic_params=critic, critic_opt_state=critic_opt)
-        state, actor_loss = jax.lax.cond(
-            state.step % c.policy_delay == 0,
-            lambda s: self._actor_and_targets(s, obs),
-            lambda s: (s, jnp.float32(jnp.nan)),
-            state,
+        state, actor_loss = delayed(
+            state.step, c.policy_delay, lambda s: self._actor_and_targets(s, obs), state
         )
         metrics = {
             "train/critic_loss": critic_loss,
@@ -104,17 +99,8 @@ class TD3Agent(Agent):
             action = self.actor_net.apply(params, obs)
             return losses.actor_loss(self.critic_net.apply(state.critic_params, obs, action))
 
-        actor, actor_opt, loss, _ = apply_gradients(
-            self.actor_opt, state.actor_params, state.actor_opt_state, loss_fn
-        )
-        tau = self.c.tau
-        state = state._replace(
-            actor_params=actor,
-            actor_opt_state=actor_opt,
-            target_actor_params=polyak(actor, state.target_actor_params, tau),
-            target_critic_params=polyak(state.critic_params, state.target_critic_params, tau),
-        )
-        return state, loss
+        state, loss = actor_step(self.actor_opt, state, loss_fn)
+        return soft_update_targets(state, self.c.tau), loss
 
     def snapshot_params(self, state: TD3State) -> dict:
         return state.actor_params

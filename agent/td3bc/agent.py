@@ -1,6 +1,6 @@
 """TD3+BC as an offline agent on the shared runner.
 
-TD3's critic step every update (agent/td3/critic_update.py: smoothed target actions, clipped
+TD3's critic step every update (agent/actor_critic.py: smoothed target actions, clipped
 double-Q targets); every `policy_delay`-th update the actor step on TD3+BC's loss
 (agent/td3bc/losses.py) and the soft update of the target actor and critics. Observations are
 standardised with the dataset's statistics (the runner's context); rewards are used raw
@@ -16,12 +16,10 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.networks import polyak
+from agent.actor_critic import actor_step, delayed, soft_update_targets, td3_critic_step
+from agent.networks import critics, deterministic_actor
 from agent.observations import flat_obs, normalize
-from agent.programs import apply_gradients
 from agent.protocol import Agent, Context, Spec
-from agent.sac.networks import critics, deterministic_actor
-from agent.td3.critic_update import critic_update
 from agent.td3bc import losses
 
 PHASE = "td3bc"
@@ -90,16 +88,15 @@ class TD3BCAgent(Agent):
         batch = replay_lib.sample(replay, sample_key, self.batch)
         obs = self._obs(state, batch["observations"])
         next_obs = self._obs(state, batch["next_observations"])
-        critic, critic_opt, critic_loss, q, _ = critic_update(
+        critic, critic_opt, critic_loss, q, _ = td3_critic_step(
             self.actor_net, self.critic_net, self.critic_opt, c, state, obs, batch, next_obs,
             noise_key,
         )  # fmt: skip
         state = state._replace(critic_params=critic, critic_opt_state=critic_opt)
-        nan = jnp.float32(jnp.nan)
-        state, (actor_loss, lam) = jax.lax.cond(
-            state.step % c.policy_delay == 0,
+        state, (actor_loss, lam) = delayed(
+            state.step,
+            c.policy_delay,
             lambda s: self._actor_and_targets(s, obs, batch["actions"]),
-            lambda s: (s, (nan, nan)),
             state,
         )
         metrics = {
@@ -116,17 +113,8 @@ class TD3BCAgent(Agent):
             q1 = self.critic_net.apply(state.critic_params, obs, pi)[:, 0]
             return losses.actor_loss(q1, pi, actions, self.c.alpha)
 
-        actor, actor_opt, (loss, lam), _ = apply_gradients(
-            self.actor_opt, state.actor_params, state.actor_opt_state, loss_fn, True
-        )
-        tau = self.c.tau
-        state = state._replace(
-            actor_params=actor,
-            actor_opt_state=actor_opt,
-            target_actor_params=polyak(actor, state.target_actor_params, tau),
-            target_critic_params=polyak(state.critic_params, state.target_critic_params, tau),
-        )
-        return state, (loss, lam)
+        state, (loss, lam) = actor_step(self.actor_opt, state, loss_fn, has_aux=True)
+        return soft_update_targets(state, self.c.tau), (loss, lam)
 
     def policy(self, state: TD3BCState, carry, obs, mode, key):
         """pi(normalised s) (the same in every mode)."""
