@@ -1,13 +1,15 @@
-"""Update steps shared by the deterministic actor-critic agents (TD3, TD3+BC, GEM).
+"""Pieces shared by the actor-critic agents (SAC, TD3, TD3+BC, GEM, IQL): their first state,
+and the update steps of the deterministic ones (TD3, TD3+BC, GEM).
 
-Their states are NamedTuples with the fields actor_params, critic_params, target_actor_params,
-target_critic_params, actor_opt_state and critic_opt_state.
+Their states are NamedTuples with the fields actor_params, critic_params, target_critic_params,
+actor_opt_state, critic_opt_state and (deterministic actors) target_actor_params.
 
     TD3 critic step   L_Q = sum_k mean_b (Q_k(s, a) - y)^2,  y = r + gamma m min_k Q'_k(s', a~'),
                       a~' = clip(pi'(s') + clip(N(0, sigma^2), -c, c), -1, 1)
     actor step        theta <- theta + tx(grad L_pi(theta))
     soft targets      theta' <- rate theta + (1 - rate) theta'   (actor and critics)
     delayed update    the actor step runs on every `period`-th step only
+    exploration       a = clip(pi(s) + N(0, sigma^2), -1, 1)   (pi(s) in evaluation)
 """
 
 from __future__ import annotations
@@ -23,6 +25,46 @@ import optax
 from agent.losses import clipped_double_q_targets, smoothed_target_actions, twin_critic_loss
 from agent.networks import polyak
 from agent.optimizers import apply_gradients
+from agent.protocol import EVAL, Spec
+
+# The fields of every deterministic actor-critic state (TD3, TD3+BC, GEM), in their order; each
+# state adds its own: NamedTuple("TD3State", [*DETERMINISTIC_FIELDS, ("step", jax.Array)]).
+DETERMINISTIC_FIELDS = [
+    ("actor_params", dict),
+    ("critic_params", dict),
+    ("target_actor_params", dict),
+    ("target_critic_params", dict),
+    ("actor_opt_state", optax.OptState),
+    ("critic_opt_state", optax.OptState),
+]
+
+
+def initial_fields(
+    actor_net: hk.Transformed,
+    critic_net: hk.Transformed,
+    actor_opt: optax.GradientTransformation,
+    critic_opt: optax.GradientTransformation,
+    actor_key: jax.Array,
+    critic_key: jax.Array,
+    spec: Spec,
+    target_actor: bool = True,
+) -> dict:
+    """The actor-critic fields of a fresh state: the actor pi(s) and critics Q(s, a) initialised
+    on zero inputs (flat observations), target copies of the critics (and, with `target_actor`,
+    of the actor), fresh optimiser states."""
+    obs = jnp.zeros((1, spec.flat_obs_dim))
+    actor = actor_net.init(actor_key, obs)
+    critic = critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
+    fields = {
+        "actor_params": actor,
+        "critic_params": critic,
+        "target_critic_params": jax.tree.map(jnp.copy, critic),
+        "actor_opt_state": actor_opt.init(actor),
+        "critic_opt_state": critic_opt.init(critic),
+    }
+    if target_actor:
+        fields["target_actor_params"] = jax.tree.map(jnp.copy, actor)
+    return fields
 
 
 def td3_critic_step(
@@ -88,3 +130,13 @@ def delayed(
     out_shape = jax.eval_shape(update, state)[1]
     skipped = jax.tree.map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype), out_shape)
     return jax.lax.cond(step % period == 0, update, lambda s: (s, skipped), state)
+
+
+def exploration_action(
+    actor_net: hk.Transformed, params: Any, obs: jax.Array, mode: str, key: jax.Array, noise: float
+) -> jax.Array:
+    """pi(s) in evaluation (mode EVAL); clip(pi(s) + N(0, noise^2), -1, 1) otherwise."""
+    action = actor_net.apply(params, obs)
+    if mode == EVAL:
+        return action
+    return jnp.clip(action + noise * jax.random.normal(key, action.shape), -1.0, 1.0)

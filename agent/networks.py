@@ -1,7 +1,7 @@
 """Network builders shared by the agents (haiku), and tree helpers for their parameters.
 
 Parameter names are part of checkpoints and fingerprints: an MLP's layers are `dense_<i>`,
-`ln_<i>` and `out`; the members of an ensemble live under `<prefix><k>/~/...` (critics `q<k>`).
+`ln_<i>` and `out`; the members of an ensemble live under `<prefix><k>/...` (critics `q<k>`).
 
     mlp                    x -> Dense [-> LayerNorm] -> ReLU ... -> Dense
     ensemble               K independent heads on the same input, stacked as [B, K]

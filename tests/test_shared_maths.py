@@ -238,20 +238,20 @@ def test_trajectory_weights_are_the_cumulative_continues():
 
 
 def test_critics_are_independent_mlps_under_their_names():
-    """Checkpoints depend on the names: q<k>/~/dense_<i> and q<k>/~/out."""
+    """Checkpoints depend on the names: q<k>/dense_<i> and q<k>/out."""
     net = networks.critics([8, 8], num_critics=3)
     obs, act = jnp.asarray(RNG.normal(size=(5, 4))), jnp.asarray(RNG.normal(size=(5, 2)))
     params = net.init(jax.random.PRNGKey(0), obs, act)
     assert sorted(params) == sorted(
-        f"q{k}/~/{layer}" for k in range(3) for layer in ("dense_0", "dense_1", "out")
+        f"q{k}/{layer}" for k in range(3) for layer in ("dense_0", "dense_1", "out")
     )
     q = net.apply(params, obs, act)
     x = jnp.concatenate([obs, act], axis=-1)
     for k in range(3):
         h = x
         for layer in ("dense_0", "dense_1"):
-            h = jax.nn.relu(h @ params[f"q{k}/~/{layer}"]["w"] + params[f"q{k}/~/{layer}"]["b"])
-        want = h @ params[f"q{k}/~/out"]["w"] + params[f"q{k}/~/out"]["b"]
+            h = jax.nn.relu(h @ params[f"q{k}/{layer}"]["w"] + params[f"q{k}/{layer}"]["b"])
+        want = h @ params[f"q{k}/out"]["w"] + params[f"q{k}/out"]["b"]
         np.testing.assert_allclose(q[:, k], want[:, 0], rtol=1e-5, atol=1e-6)
 
 

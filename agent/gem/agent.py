@@ -39,7 +39,14 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.actor_critic import actor_step, delayed, soft_update_targets
+from agent.actor_critic import (
+    DETERMINISTIC_FIELDS,
+    actor_step,
+    delayed,
+    exploration_action,
+    initial_fields,
+    soft_update_targets,
+)
 from agent.config import ConfigError
 from agent.gem import losses
 from agent.gem.networks import critics
@@ -48,20 +55,15 @@ from agent.memory import replay_memory_returns
 from agent.networks import batched_apply, deterministic_actor
 from agent.observations import flat_obs
 from agent.optimizers import apply_gradients
-from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
+from agent.protocol import WARMUP, Agent, Context, Spec
 
 LEARN = "learn"
 
 
-class GEMState(NamedTuple):
-    actor_params: dict
-    critic_params: dict
-    target_actor_params: dict
-    target_critic_params: dict
-    actor_opt_state: optax.OptState
-    critic_opt_state: optax.OptState
-    memory: jax.Array  # [capacity, 2] memory returns (R^A, R^B) of every replay row
-    step: jax.Array  # gradient steps done
+# memory: [capacity, 2] memory returns (R^A, R^B) of every replay row; step: gradient steps done
+GEMState = NamedTuple(
+    "GEMState", [*DETERMINISTIC_FIELDS, ("memory", jax.Array), ("step", jax.Array)]
+)
 
 
 class GEMAgent(Agent):
@@ -102,16 +104,9 @@ class GEMAgent(Agent):
 
     def init(self, key: jax.Array, spec: Spec) -> GEMState:
         actor_key, critic_key, _ = jax.random.split(key, 3)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor_params = self.actor_net.init(actor_key, obs)
-        critic_params = self.critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
         return GEMState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_actor_params=jax.tree.map(jnp.copy, actor_params),
-            target_critic_params=jax.tree.map(jnp.copy, critic_params),
-            actor_opt_state=self.actor_opt.init(actor_params),
-            critic_opt_state=self.critic_opt.init(critic_params),
+            **initial_fields(*nets, actor_key, critic_key, spec),
             memory=jnp.zeros((self.g.capacity, 2), jnp.float32),
             step=jnp.int32(0),
         )
@@ -231,11 +226,9 @@ class GEMAgent(Agent):
 
     def policy(self, state: GEMState, carry, obs, mode, key):
         """pi(s) in evaluation; clip(pi(s) + N(0, exploration_noise^2), -1, 1) when exploring."""
-        action = self.actor_net.apply(state.actor_params, flat_obs(obs, self.spec))
-        if mode == EVAL:
-            return carry, action
-        noise = self.g.exploration_noise * jax.random.normal(key, action.shape)
-        return carry, jnp.clip(action + noise, -1.0, 1.0)
+        obs = flat_obs(obs, self.spec)
+        noise = self.g.exploration_noise
+        return carry, exploration_action(self.actor_net, state.actor_params, obs, mode, key, noise)
 
     def snapshot_params(self, state: GEMState) -> dict:
         return state.actor_params

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
+from agent.actor_critic import initial_fields
 from agent.config import ConfigError
 from agent.distributions import gaussian_log_prob
 from agent.iql import losses
@@ -65,17 +66,11 @@ class IQLAgent(Agent):
 
     def init(self, key: jax.Array, spec: Spec) -> IQLState:
         k_actor, k_critic, k_value = jax.random.split(key, 3)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor = self.actor_net.init(k_actor, obs)
-        critic = self.critic_net.init(k_critic, obs, jnp.zeros((1, spec.act_dim)))
-        value = self.value_net.init(k_value, obs)
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
+        value = self.value_net.init(k_value, jnp.zeros((1, spec.flat_obs_dim)))
         return IQLState(
-            actor_params=actor,
-            critic_params=critic,
-            target_critic_params=jax.tree.map(jnp.copy, critic),
+            **initial_fields(*nets, k_actor, k_critic, spec, target_actor=False),
             value_params=value,
-            actor_opt_state=self.actor_opt.init(actor),
-            critic_opt_state=self.critic_opt.init(critic),
             value_opt_state=self.value_opt.init(value),
         )
 

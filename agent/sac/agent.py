@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
+from agent.actor_critic import initial_fields
 from agent.losses import sample_tanh_gaussian, twin_critic_loss
 from agent.networks import critics, polyak, tanh_gaussian_actor
 from agent.observations import flat_obs
@@ -59,17 +60,11 @@ class SACAgent(Agent):
 
     def init(self, key: jax.Array, spec: Spec) -> SACState:
         actor_key, critic_key = jax.random.split(key)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor_params = self.actor_net.init(actor_key, obs)
-        critic_params = self.critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
         log_alpha = jnp.log(jnp.float32(self.c.init_temperature))
         return SACState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=jax.tree.map(jnp.copy, critic_params),
+            **initial_fields(*nets, actor_key, critic_key, spec, target_actor=False),
             log_alpha=log_alpha,
-            actor_opt_state=self.actor_opt.init(actor_params),
-            critic_opt_state=self.critic_opt.init(critic_params),
             alpha_opt_state=self.alpha_opt.init(log_alpha),
         )
 

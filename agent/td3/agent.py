@@ -17,23 +17,25 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.actor_critic import actor_step, delayed, soft_update_targets, td3_critic_step
+from agent.actor_critic import (
+    DETERMINISTIC_FIELDS,
+    actor_step,
+    delayed,
+    exploration_action,
+    initial_fields,
+    soft_update_targets,
+    td3_critic_step,
+)
 from agent.networks import critics, deterministic_actor
 from agent.observations import flat_obs
-from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
+from agent.protocol import WARMUP, Agent, Context, Spec
 from agent.td3 import losses
 
 LEARN = "learn"
 
 
-class TD3State(NamedTuple):
-    actor_params: dict
-    critic_params: dict
-    target_actor_params: dict
-    target_critic_params: dict
-    actor_opt_state: optax.OptState
-    critic_opt_state: optax.OptState
-    step: jax.Array  # critic steps done (the actor steps on every policy_delay-th)
+# step: critic steps done (the actor steps on every policy_delay-th)
+TD3State = NamedTuple("TD3State", [*DETERMINISTIC_FIELDS, ("step", jax.Array)])
 
 
 class TD3Agent(Agent):
@@ -55,18 +57,8 @@ class TD3Agent(Agent):
 
     def init(self, key: jax.Array, spec: Spec) -> TD3State:
         actor_key, critic_key = jax.random.split(key)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor_params = self.actor_net.init(actor_key, obs)
-        critic_params = self.critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
-        return TD3State(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_actor_params=jax.tree.map(jnp.copy, actor_params),
-            target_critic_params=jax.tree.map(jnp.copy, critic_params),
-            actor_opt_state=self.actor_opt.init(actor_params),
-            critic_opt_state=self.critic_opt.init(critic_params),
-            step=jnp.int32(0),
-        )
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
+        return TD3State(**initial_fields(*nets, actor_key, critic_key, spec), step=jnp.int32(0))
 
     def phase(self, step: int) -> str:
         return WARMUP if step < self.c.learning_starts else LEARN
@@ -107,8 +99,6 @@ class TD3Agent(Agent):
 
     def policy(self, state: TD3State, carry, obs, mode, key):
         """pi(s) in evaluation; clip(pi(s) + N(0, exploration_noise^2), -1, 1) when exploring."""
-        action = self.actor_net.apply(state.actor_params, flat_obs(obs, self.spec))
-        if mode == EVAL:
-            return carry, action
-        noise = self.c.exploration_noise * jax.random.normal(key, action.shape)
-        return carry, jnp.clip(action + noise, -1.0, 1.0)
+        obs = flat_obs(obs, self.spec)
+        noise = self.c.exploration_noise
+        return carry, exploration_action(self.actor_net, state.actor_params, obs, mode, key, noise)

@@ -16,7 +16,14 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.actor_critic import actor_step, delayed, soft_update_targets, td3_critic_step
+from agent.actor_critic import (
+    DETERMINISTIC_FIELDS,
+    actor_step,
+    delayed,
+    initial_fields,
+    soft_update_targets,
+    td3_critic_step,
+)
 from agent.networks import critics, deterministic_actor
 from agent.observations import flat_obs, normalize
 from agent.protocol import Agent, Context, Spec
@@ -25,16 +32,11 @@ from agent.td3bc import losses
 PHASE = "td3bc"
 
 
-class TD3BCState(NamedTuple):
-    actor_params: dict
-    critic_params: dict
-    target_actor_params: dict
-    target_critic_params: dict
-    actor_opt_state: optax.OptState
-    critic_opt_state: optax.OptState
-    obs_mean: jax.Array
-    obs_std: jax.Array
-    step: jax.Array  # updates done (the actor steps on every policy_delay-th)
+# step: updates done (the actor steps on every policy_delay-th)
+TD3BCState = NamedTuple(
+    "TD3BCState",
+    [*DETERMINISTIC_FIELDS, ("obs_mean", jax.Array), ("obs_std", jax.Array), ("step", jax.Array)],
+)
 
 
 class TD3BCAgent(Agent):
@@ -53,20 +55,13 @@ class TD3BCAgent(Agent):
 
     def init(self, key: jax.Array, spec: Spec) -> TD3BCState:
         actor_key, critic_key = jax.random.split(key)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor = self.actor_net.init(actor_key, obs)
-        critic = self.critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
         if self.c.obs_norm:
             mean, std = jnp.asarray(self.context.obs_mean), jnp.asarray(self.context.obs_std)
         else:
             mean, std = jnp.zeros(spec.flat_obs_dim), jnp.ones(spec.flat_obs_dim)
         return TD3BCState(
-            actor_params=actor,
-            critic_params=critic,
-            target_actor_params=jax.tree.map(jnp.copy, actor),
-            target_critic_params=jax.tree.map(jnp.copy, critic),
-            actor_opt_state=self.actor_opt.init(actor),
-            critic_opt_state=self.critic_opt.init(critic),
+            **initial_fields(*nets, actor_key, critic_key, spec),
             obs_mean=mean,
             obs_std=std,
             step=jnp.int32(0),
