@@ -1,12 +1,13 @@
 """Pieces shared by the actor-critic agents (SAC, TD3, TD3+BC, GEM, IQL): their first state,
-and the update steps of the deterministic ones (TD3, TD3+BC, GEM).
+the update steps of the deterministic ones (TD3, TD3+BC, GEM), and the base of the online ones
+(SAC, TD3, GEM: `OnlineActorCritic`).
 
 Their states are NamedTuples with the fields actor_params, critic_params, target_critic_params,
 actor_opt_state, critic_opt_state and (deterministic actors) target_actor_params.
 
     TD3 critic step   L_Q = sum_k mean_b (Q_k(s, a) - y)^2,  y = r + gamma m min_k Q'_k(s', a~'),
                       a~' = clip(pi'(s') + clip(N(0, sigma^2), -c, c), -1, 1)
-    actor step        theta <- theta + tx(grad L_pi(theta))
+    network step      theta <- theta + tx(grad L(theta))   (actor, critics, value)
     soft targets      theta' <- rate theta + (1 - rate) theta'   (actor and critics)
     delayed update    the actor step runs on every `period`-th step only
     exploration       a = clip(pi(s) + N(0, sigma^2), -1, 1)   (pi(s) in evaluation)
@@ -25,7 +26,9 @@ import optax
 from agent.losses import clipped_double_q_targets, smoothed_target_actions, twin_critic_loss
 from agent.networks import polyak
 from agent.optimizers import apply_gradients
-from agent.protocol import EVAL, Spec
+from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
+
+LEARN = "learn"  # the online actor-critics' phase once learning has started
 
 # The fields of every deterministic actor-critic state (TD3, TD3+BC, GEM), in their order; each
 # state adds its own: NamedTuple("TD3State", [*DETERMINISTIC_FIELDS, ("step", jax.Array)]).
@@ -77,12 +80,12 @@ def td3_critic_step(
     batch: dict,
     next_obs: jax.Array,
     noise_key: jax.Array,
-) -> tuple[Any, Any, jax.Array, jax.Array, jax.Array]:
+) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
     """One step of the twin critics on L_Q with the clipped double-Q target (module docstring),
     a~' the target actor's smoothed action.
 
     `c` holds gamma, target_noise and target_noise_clip; `batch` actions, rewards and masks.
-    -> (critic params, optimiser state, loss, Q [B, K], global gradient norm).
+    -> (state with the new critics, loss, Q [B, K], global gradient norm).
     """
     next_action = smoothed_target_actions(
         actor_net.apply(state.target_actor_params, next_obs),
@@ -97,20 +100,20 @@ def td3_critic_step(
         q = critic_net.apply(params, obs, batch["actions"])
         return twin_critic_loss(q, targets), q
 
-    critic, opt_state, (loss, q), norm = apply_gradients(
-        tx, state.critic_params, state.critic_opt_state, loss_fn, True
-    )
-    return critic, opt_state, loss, q, norm
+    state, (loss, q), norm = update_network(state, "critic", tx, loss_fn, has_aux=True)
+    return state, loss, q, norm
 
 
-def actor_step(
-    tx: optax.GradientTransformation, state: Any, loss_fn: Callable, has_aux: bool = False
-) -> tuple[Any, Any]:
-    """One optimiser step of the actor on loss_fn(actor params) -> (state, loss or (loss, aux))."""
-    actor, opt_state, value, _ = apply_gradients(
-        tx, state.actor_params, state.actor_opt_state, loss_fn, has_aux
+def update_network(
+    state: Any, name: str, tx: optax.GradientTransformation, loss_fn: Callable, has_aux=False
+) -> tuple[Any, Any, jax.Array]:
+    """One optimiser step theta <- theta + tx(grad L(theta)) of the network `name` of `state`
+    (its fields `<name>_params` and `<name>_opt_state`) on L = loss_fn(params)
+    -> (state, loss or (loss, aux), global gradient norm ||grad L||_2)."""
+    params, opt_state, value, norm = apply_gradients(
+        tx, getattr(state, f"{name}_params"), getattr(state, f"{name}_opt_state"), loss_fn, has_aux
     )
-    return state._replace(actor_params=actor, actor_opt_state=opt_state), value
+    return state._replace(**{f"{name}_params": params, f"{name}_opt_state": opt_state}), value, norm
 
 
 def soft_update_targets(state: Any, rate: float | jax.Array) -> Any:
@@ -140,3 +143,39 @@ def exploration_action(
     if mode == EVAL:
         return action
     return jnp.clip(action + noise * jax.random.normal(key, action.shape), -1.0, 1.0)
+
+
+class OnlineActorCritic(Agent):
+    """Base of the online actor-critics (SAC, TD3, GEM), configured by their section `c`: the
+    actor and critic networks with one Adam each (`c.actor_lr`, `c.critic_lr`); WARMUP (the
+    runner acts at random, nothing trains) for `c.learning_starts` environment steps, then LEARN;
+    `c.train_every` environment steps and as many updates per chunk; a replay of `c.capacity`
+    rows; the actor's parameters are the policy and the snapshot."""
+
+    online = True
+    policy_fields = ("actor_params",)
+
+    def __init__(
+        self,
+        cfg: Any,
+        spec: Spec,
+        context: Context,
+        c: Any,
+        actor_net: hk.Transformed,
+        critic_net: hk.Transformed,
+    ) -> None:
+        super().__init__(cfg, spec, context)
+        self.actor_net, self.critic_net = actor_net, critic_net
+        self.actor_opt = optax.adam(c.actor_lr)
+        self.critic_opt = optax.adam(c.critic_lr)
+        self.learning_starts = c.learning_starts
+        self.env_steps_per_chunk = c.train_every
+        self.updates_per_chunk = c.train_every
+        self.replay_capacity = c.capacity
+
+    def phase(self, step: int) -> str:
+        """WARMUP (uniform random actions, no learning) before `learning_starts` env steps."""
+        return WARMUP if step < self.learning_starts else LEARN
+
+    def snapshot_params(self, state: Any) -> dict:
+        return state.actor_params

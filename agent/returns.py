@@ -6,12 +6,16 @@ static shape):
 
     G_H = Q_H;  k_{H-1} = 1
     for t = H-1 .. 0:
-        y_t = a_t r_t + b_t G_{t+1}
+        y_t = a_t r_t + b_t d_t G_{t+1}
         G_t = (Q_t + lam k_t y_t) / (1 + lam k_t);   k_{t-1} = 1 + lam k_t
 
-    state form  (LEQ):         a_t = m_t, b_t = gamma m_{t+1}, alive masks m (`alive_masks`)
-    latent form (LEQ pixels):  a_t = M_t, b_t = M_t c_{t+1}, continues c (the discount folded
+    state form  (LEQ):         a_t = m_t, b_t = m_{t+1}, d_t = gamma; alive masks m
+                               (`alive_masks`)
+    latent form (LEQ pixels):  a_t = b_t = M_t, d_t = c_{t+1}; continues c (the discount folded
                                in) and M_t = prod_{k<=t} c_k (`trajectory_weights`)
+
+(b_t and d_t stay two factors inside the scan: a product taken outside would round the
+gradients through the continues differently.)
 
 Closed form: G_t = sum_{n=0}^{H-t} lam^n G^(n)_t / sum_{n=0}^{H-t} lam^n, with the 0-step return
 G^(0)_t = Q_t (the critic's own value has weight 1).
@@ -29,21 +33,22 @@ def lambda_return_scan(
     rewards: jax.Array,
     reward_weights: jax.Array,
     bootstrap_weights: jax.Array,
+    discounts: jax.Array,
     q_values: jax.Array,
     lam: float,
 ) -> jax.Array:
-    """The recursion of the module docstring: rewards r, reward_weights a, bootstrap_weights b
-    [H, B], q_values Q [H+1, B] -> G_t for t = 0..H-1, [H, B]."""
+    """The recursion of the module docstring: rewards r, reward_weights a, bootstrap_weights b,
+    discounts d [H, B], q_values Q [H+1, B] -> G_t for t = 0..H-1, [H, B]."""
 
     def step(carry, xs):
         g_next, k = carry
-        r, a, b, q = xs
-        y = a * r + b * g_next
+        r, a, b, d, q = xs
+        y = a * r + b * d * g_next
         g = (q + lam * k * y) / (1.0 + lam * k)
         return (g, 1.0 + lam * k), g
 
     init = (q_values[-1], jnp.ones((), q_values.dtype))
-    xs = (rewards, reward_weights, bootstrap_weights, q_values[:-1])
+    xs = (rewards, reward_weights, bootstrap_weights, discounts, q_values[:-1])
     _, g = jax.lax.scan(step, init, xs, reverse=True)
     return g
 
@@ -60,7 +65,8 @@ def lambda_returns(
 ) -> jax.Array:
     """State form: y_t = m_t r_t + gamma m_{t+1} G_{t+1}; rewards [H, B], Q [H+1, B], alive
     masks m [H+1, B] -> G_t for t = 0..H-1, [H, B]."""
-    return lambda_return_scan(rewards, alive[:-1], alive[1:] * gamma, q_values, lam)
+    discounts = jnp.full_like(rewards, gamma)
+    return lambda_return_scan(rewards, alive[:-1], alive[1:], discounts, q_values, lam)
 
 
 def trajectory_weights(continues: jax.Array, with_last: bool = False) -> jax.Array:
@@ -90,4 +96,4 @@ def continue_lambda_returns(
         raise ValueError(f"masks={masks!r} is not one of {RETURN_MASKS}")
     cumulative = masks == "cumulative"
     alive = trajectory_weights(continues) if cumulative else jnp.ones_like(continues)  # M_t
-    return lambda_return_scan(rewards, alive, alive * continues, q_values, lam)
+    return lambda_return_scan(rewards, alive, alive, continues, q_values, lam)

@@ -15,9 +15,9 @@ import pytest
 
 import envs
 from agent import replay as replay_lib
+from agent.actor_critic import LEARN
 from agent.config import ConfigError, load_config
 from agent.gem import GEMAgent, losses
-from agent.gem.agent import LEARN
 from agent.networks import deterministic_actor
 from agent.observations import STATE, state_spec
 from agent.protocol import EVAL, EXPLORE, WARMUP, Context, Spec

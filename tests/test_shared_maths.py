@@ -116,7 +116,8 @@ def test_dpg_surrogate_gradient_is_the_weighted_dpg():
 
 
 def _loop_lambda_scan(rewards, a, b, q, lam):
-    """y_t = a_t r_t + b_t G_{t+1}, G_t = (Q_t + lam k_t y_t) / (1 + lam k_t), one row at a time."""
+    """y_t = a_t r_t + b_t G_{t+1} (b = the product b d of the scan), G_t = (Q_t + lam k_t y_t)
+    / (1 + lam k_t), one row at a time."""
     horizon, rows = rewards.shape
     out = np.zeros((horizon, rows))
     for n in range(rows):
@@ -150,10 +151,10 @@ def _closed_form_lambda(rewards, discounts, q, lam):
 
 def test_lambda_return_scan_matches_a_loop():
     h, n = 5, 4
-    r, a, b = RNG.normal(size=(h, n)), RNG.uniform(size=(h, n)), RNG.uniform(size=(h, n))
+    r, a, b, d = (RNG.uniform(size=(h, n)) for _ in range(4))
     q = RNG.normal(size=(h + 1, n))
-    got = returns.lambda_return_scan(*(jnp.asarray(x) for x in (r, a, b, q)), 0.9)
-    np.testing.assert_allclose(got, _loop_lambda_scan(r, a, b, q, 0.9), rtol=1e-5, atol=1e-6)
+    got = returns.lambda_return_scan(*(jnp.asarray(x) for x in (r, a, b, d, q)), 0.9)
+    np.testing.assert_allclose(got, _loop_lambda_scan(r, a, b * d, q, 0.9), rtol=1e-5, atol=1e-6)
 
 
 def _state_form_brute(rewards, q, alive, gamma, lam):
@@ -293,12 +294,13 @@ def test_delayed_updates_run_on_every_period_th_step_and_report_nan_otherwise():
     assert int(count) == 3  # steps 0, 3, 6
 
 
-def test_actor_step_and_soft_targets():
+def test_update_network_and_soft_targets():
     tx = optax.sgd(0.1)
     one = jnp.float32(1.0)
     state = _State(one, 2 * one, 0 * one, 0 * one, tx.init(one))
-    state, loss = actor_critic.actor_step(tx, state, lambda p: p**2)  # grad 2 p = 2
-    assert float(loss) == 1.0 and float(state.actor_params) == pytest.approx(0.8)
+    state, loss, norm = actor_critic.update_network(state, "actor", tx, lambda p: p**2)
+    assert float(loss) == 1.0 and float(norm) == 2.0  # grad 2 p = 2
+    assert float(state.actor_params) == pytest.approx(0.8) and float(state.critic_params) == 2.0
     state = actor_critic.soft_update_targets(state, 0.25)
     assert float(state.target_actor_params) == pytest.approx(0.2)
     assert float(state.target_critic_params) == pytest.approx(0.5)

@@ -36,17 +36,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from agent import actor_critic
 from agent import replay as replay_lib
-from agent.actor_critic import (
-    DETERMINISTIC_FIELDS,
-    actor_step,
-    delayed,
-    exploration_action,
-    initial_fields,
-    soft_update_targets,
-)
 from agent.config import ConfigError
 from agent.gem import losses
 from agent.gem.networks import critics
@@ -54,35 +46,23 @@ from agent.losses import smoothed_target_actions
 from agent.memory import replay_memory_returns
 from agent.networks import batched_apply, deterministic_actor
 from agent.observations import flat_obs
-from agent.optimizers import apply_gradients
-from agent.protocol import WARMUP, Agent, Context, Spec
-
-LEARN = "learn"
-
+from agent.protocol import Context, Spec
 
 # memory: [capacity, 2] memory returns (R^A, R^B) of every replay row; step: gradient steps done
 GEMState = NamedTuple(
-    "GEMState", [*DETERMINISTIC_FIELDS, ("memory", jax.Array), ("step", jax.Array)]
+    "GEMState", [*actor_critic.DETERMINISTIC_FIELDS, ("memory", jax.Array), ("step", jax.Array)]
 )
 
 
-class GEMAgent(Agent):
+class GEMAgent(actor_critic.OnlineActorCritic):
     """GEM (memory on) or TD3 (memory off) on the runner's online replay."""
 
-    online = True
-    policy_fields = ("actor_params",)
-
     def __init__(self, cfg, spec: Spec, context: Context):
-        super().__init__(cfg, spec, context)
-        self.g = cfg.gem
+        self.g = g = cfg.gem
         self._check(cfg)
-        self.actor_net = deterministic_actor(self.g.hidden, spec.act_dim, layer_norm=True)
-        self.critic_net = critics(self.g.hidden)
-        self.actor_opt = optax.adam(self.g.actor_lr)
-        self.critic_opt = optax.adam(self.g.critic_lr)
-        self.env_steps_per_chunk = self.g.train_every
-        self.updates_per_chunk = self.g.gradient_steps
-        self.replay_capacity = self.g.capacity
+        actor = deterministic_actor(g.hidden, spec.act_dim, layer_norm=True)
+        super().__init__(cfg, spec, context, g, actor, critics(g.hidden))
+        self.updates_per_chunk = g.gradient_steps
         self.horizon_cap, self.end_sentinel = self.g.max_step, self.g.end_sentinel
 
     @staticmethod
@@ -106,14 +86,10 @@ class GEMAgent(Agent):
         actor_key, critic_key, _ = jax.random.split(key, 3)
         nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
         return GEMState(
-            **initial_fields(*nets, actor_key, critic_key, spec),
+            **actor_critic.initial_fields(*nets, actor_key, critic_key, spec),
             memory=jnp.zeros((self.g.capacity, 2), jnp.float32),
             step=jnp.int32(0),
         )
-
-    def phase(self, step: int) -> str:
-        """WARMUP (uniform random actions, no learning) before `learning_starts` env steps."""
-        return WARMUP if step < self.g.learning_starts else LEARN
 
     # ------------------------------------------------------------------ memory
 
@@ -162,7 +138,7 @@ class GEMAgent(Agent):
 
     def begin_chunk(self, phase, state: GEMState, replay, key) -> tuple[GEMState, dict]:
         """Targets <- rate online + (1 - rate) targets, then (GEM) the memory refresh."""
-        state = soft_update_targets(state, self.g.target_rate)
+        state = actor_critic.soft_update_targets(state, self.g.target_rate)
         if not self.g.memory:
             return state, {}
         memory = self.refresh_memory(state, replay, key)
@@ -189,8 +165,8 @@ class GEMAgent(Agent):
             q = self.critic_net.apply(params, obs, batch["actions"])
             return losses.critic_loss(q, returns, g.alpha, g.pairing), q
 
-        params, opt_state, (loss, q), norm = apply_gradients(
-            self.critic_opt, state.critic_params, state.critic_opt_state, loss_fn, has_aux=True
+        state, (loss, q), norm = actor_critic.update_network(
+            state, "critic", self.critic_opt, loss_fn, has_aux=True
         )
         metrics = {
             "train/critic_loss": loss,
@@ -198,7 +174,7 @@ class GEMAgent(Agent):
             "train/target_return": jnp.mean(returns),
             "train/critic_grad_norm": norm,
         }
-        return state._replace(critic_params=params, critic_opt_state=opt_state), metrics
+        return state, metrics
 
     def actor_update(self, state: GEMState, obs: jax.Array) -> tuple[GEMState, jax.Array]:
         """One deterministic policy-gradient step on -mean_k Q_k(s, pi(s))."""
@@ -207,7 +183,8 @@ class GEMAgent(Agent):
             action = self.actor_net.apply(params, obs)
             return losses.actor_loss(self.critic_net.apply(state.critic_params, obs, action))
 
-        return actor_step(self.actor_opt, state, loss_fn)
+        state, loss, _ = actor_critic.update_network(state, "actor", self.actor_opt, loss_fn)
+        return state, loss
 
     def train(self, phase, state: GEMState, replay, key) -> tuple[GEMState, dict]:
         """Sample a uniform batch (with memory returns), a critic step, a delayed actor step."""
@@ -216,7 +193,7 @@ class GEMAgent(Agent):
         batch["memory"] = state.memory[batch["index"]]
         state, metrics = self.critic_update(state, batch, noise_key)
         obs = flat_obs(batch["observations"], self.spec)
-        state, actor_loss = delayed(
+        state, actor_loss = actor_critic.delayed(
             state.step, self.g.policy_delay, lambda s: self.actor_update(s, obs), state
         )
         metrics["train/actor_loss"] = actor_loss
@@ -228,7 +205,6 @@ class GEMAgent(Agent):
         """pi(s) in evaluation; clip(pi(s) + N(0, exploration_noise^2), -1, 1) when exploring."""
         obs = flat_obs(obs, self.spec)
         noise = self.g.exploration_noise
-        return carry, exploration_action(self.actor_net, state.actor_params, obs, mode, key, noise)
-
-    def snapshot_params(self, state: GEMState) -> dict:
-        return state.actor_params
+        return carry, actor_critic.exploration_action(
+            self.actor_net, state.actor_params, obs, mode, key, noise
+        )

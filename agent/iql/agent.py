@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.actor_critic import initial_fields
+from agent.actor_critic import initial_fields, update_network
 from agent.config import ConfigError
 from agent.distributions import gaussian_log_prob
 from agent.iql import losses
@@ -25,7 +25,6 @@ from agent.iql.networks import gaussian_policy, value_net
 from agent.losses import twin_critic_loss
 from agent.networks import critics, polyak
 from agent.observations import flat_obs
-from agent.optimizers import apply_gradients
 from agent.protocol import Agent, Context, Spec
 
 PHASE = "iql"
@@ -92,8 +91,8 @@ class IQLAgent(Agent):
             v = self.value_net.apply(params, obs)
             return losses.value_loss(target_q, v, c.expectile), v
 
-        value, value_opt, (value_loss, v), _ = apply_gradients(
-            self.value_opt, state.value_params, state.value_opt_state, value_loss_fn, True
+        state, (value_loss, v), _ = update_network(
+            state, "value", self.value_opt, value_loss_fn, has_aux=True
         )
         weights = losses.awr_weights(target_q, v, c.temperature, c.max_weight)
 
@@ -101,28 +100,19 @@ class IQLAgent(Agent):
             mean, log_std = self.actor_net.apply(params, obs)
             return losses.actor_loss(weights, gaussian_log_prob(batch["actions"], mean, log_std))
 
-        actor, actor_opt, actor_loss, _ = apply_gradients(
-            self.actor_opt, state.actor_params, state.actor_opt_state, actor_loss_fn
-        )
-        next_v = self.value_net.apply(value, next_obs)
+        state, actor_loss, _ = update_network(state, "actor", self.actor_opt, actor_loss_fn)
+        next_v = self.value_net.apply(state.value_params, next_obs)
         targets = losses.critic_targets(batch["rewards"], batch["masks"], next_v, c.gamma)
 
         def critic_loss_fn(params):
             q = self.critic_net.apply(params, obs, batch["actions"])
             return twin_critic_loss(q, targets), q
 
-        critic, critic_opt, (critic_loss, q), _ = apply_gradients(
-            self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True
+        state, (critic_loss, q), _ = update_network(
+            state, "critic", self.critic_opt, critic_loss_fn, has_aux=True
         )
-        state = IQLState(
-            actor_params=actor,
-            critic_params=critic,
-            target_critic_params=polyak(critic, state.target_critic_params, c.tau),
-            value_params=value,
-            actor_opt_state=actor_opt,
-            critic_opt_state=critic_opt,
-            value_opt_state=value_opt,
-        )
+        target = polyak(state.critic_params, state.target_critic_params, c.tau)
+        state = state._replace(target_critic_params=target)
         metrics = {
             "train/value_loss": value_loss,
             "train/critic_loss": critic_loss,

@@ -15,15 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agent import actor_critic
 from agent import replay as replay_lib
-from agent.actor_critic import (
-    DETERMINISTIC_FIELDS,
-    actor_step,
-    delayed,
-    initial_fields,
-    soft_update_targets,
-    td3_critic_step,
-)
 from agent.networks import critics, deterministic_actor
 from agent.observations import flat_obs, normalize
 from agent.protocol import Agent, Context, Spec
@@ -35,7 +28,12 @@ PHASE = "td3bc"
 # step: updates done (the actor steps on every policy_delay-th)
 TD3BCState = NamedTuple(
     "TD3BCState",
-    [*DETERMINISTIC_FIELDS, ("obs_mean", jax.Array), ("obs_std", jax.Array), ("step", jax.Array)],
+    [
+        *actor_critic.DETERMINISTIC_FIELDS,
+        ("obs_mean", jax.Array),
+        ("obs_std", jax.Array),
+        ("step", jax.Array),
+    ],
 )
 
 
@@ -61,7 +59,7 @@ class TD3BCAgent(Agent):
         else:
             mean, std = jnp.zeros(spec.flat_obs_dim), jnp.ones(spec.flat_obs_dim)
         return TD3BCState(
-            **initial_fields(*nets, actor_key, critic_key, spec),
+            **actor_critic.initial_fields(*nets, actor_key, critic_key, spec),
             obs_mean=mean,
             obs_std=std,
             step=jnp.int32(0),
@@ -83,12 +81,11 @@ class TD3BCAgent(Agent):
         batch = replay_lib.sample(replay, sample_key, self.batch)
         obs = self._obs(state, batch["observations"])
         next_obs = self._obs(state, batch["next_observations"])
-        critic, critic_opt, critic_loss, q, _ = td3_critic_step(
+        state, critic_loss, q, _ = actor_critic.td3_critic_step(
             self.actor_net, self.critic_net, self.critic_opt, c, state, obs, batch, next_obs,
             noise_key,
         )  # fmt: skip
-        state = state._replace(critic_params=critic, critic_opt_state=critic_opt)
-        state, (actor_loss, lam) = delayed(
+        state, (actor_loss, lam) = actor_critic.delayed(
             state.step,
             c.policy_delay,
             lambda s: self._actor_and_targets(s, obs, batch["actions"]),
@@ -108,8 +105,10 @@ class TD3BCAgent(Agent):
             q1 = self.critic_net.apply(state.critic_params, obs, pi)[:, 0]
             return losses.actor_loss(q1, pi, actions, self.c.alpha)
 
-        state, (loss, lam) = actor_step(self.actor_opt, state, loss_fn, has_aux=True)
-        return soft_update_targets(state, self.c.tau), (loss, lam)
+        state, (loss, lam), _ = actor_critic.update_network(
+            state, "actor", self.actor_opt, loss_fn, has_aux=True
+        )
+        return actor_critic.soft_update_targets(state, self.c.tau), (loss, lam)
 
     def policy(self, state: TD3BCState, carry, obs, mode, key):
         """pi(normalised s) (the same in every mode)."""
