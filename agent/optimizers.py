@@ -1,4 +1,7 @@
-"""The optimisers of the pixel agents, as optax chains.
+"""The optimiser step every agent uses, and the optimisers of the pixel agents (optax chains).
+
+`apply_gradients` is one step theta <- theta + tx(grad L(theta)) that also reports the global
+gradient norm ||grad L||_2 (the agents log it as `train/*_grad_norm`).
 
 `laprop` is DreamerV3's (and LEQ_DV3's, algorithms.md §3.10) optimiser: adaptive gradient
 clipping, then LaProp (momentum of RMS-normalised gradients, both moments debiased), then a
@@ -15,9 +18,35 @@ parameter tensor as a whole; both bound the update relative to the weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import jax
 import optax
 
 OPTIMIZERS = ("laprop", "adam")
+
+
+def apply_updates(
+    tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any
+) -> tuple[Any, Any, jax.Array]:
+    """params <- params + tx(grads): -> (params, opt_state, global gradient norm ||g||_2)."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
+
+
+def apply_gradients(
+    tx: optax.GradientTransformation,
+    params: Any,
+    opt_state: Any,
+    loss_fn: Callable,
+    has_aux: bool = False,
+) -> tuple[Any, Any, Any, jax.Array]:
+    """One optimiser step on `loss_fn(params)`: -> (params, opt_state, loss or (loss, aux),
+    global gradient norm ||g||_2)."""
+    value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
+    params, opt_state, norm = apply_updates(tx, params, opt_state, grads)
+    return params, opt_state, value, norm
 
 
 def lr_schedule(lr: float, warmup: int, steps: int, anneal: str) -> optax.Schedule:

@@ -8,7 +8,6 @@ per (phase, length). The keys are counter-based, so a chunk is a pure function o
     key of begin_chunk(t) = fold_in(fold_in(rng, 2), t)      (t = steps done before the chunk)
 
 `seeds_chunk` vmaps a chunk over seeds (agent/runner/seeds.py); the agents never see it.
-Also here: `apply_gradients`, the optimiser step every agent uses (it reports the gradient norm).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from agent import replay as replay_lib
 from agent.protocol import Agent
@@ -29,28 +27,6 @@ TRAIN_STREAM, CHUNK_STREAM = 1, 2
 def step_key(rng: jax.Array, stream: int, step: jax.Array | int) -> jax.Array:
     """The key of draw `step` in `stream` of a run whose root key is `rng`."""
     return jax.random.fold_in(jax.random.fold_in(rng, stream), step)
-
-
-def apply_updates(
-    tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any
-) -> tuple[Any, Any, jax.Array]:
-    """params <- params + tx(grads): -> (params, opt_state, global gradient norm ||g||_2)."""
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, optax.tree.norm(grads)
-
-
-def apply_gradients(
-    tx: optax.GradientTransformation,
-    params: Any,
-    opt_state: Any,
-    loss_fn: Callable,
-    has_aux: bool = False,
-) -> tuple[Any, Any, Any, jax.Array]:
-    """One optimiser step on `loss_fn(params)`: -> (params, opt_state, loss or (loss, aux),
-    global gradient norm ||g||_2)."""
-    value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
-    params, opt_state, norm = apply_updates(tx, params, opt_state, grads)
-    return params, opt_state, value, norm
 
 
 def _chunk_means(metrics: dict) -> dict:

@@ -35,8 +35,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent import memory  # noqa: E402
-from agent.gem import losses as gem_losses  # noqa: E402
-from agent.gem.networks import actor, critics  # noqa: E402
+from agent.gem.networks import critics  # noqa: E402
+from agent.losses import smoothed_target_actions  # noqa: E402
+from agent.networks import deterministic_actor  # noqa: E402
 from agent.vem.networks import value_heads  # noqa: E402
 
 GAMMA, BETA = 0.99, 0.5
@@ -141,13 +142,14 @@ def bench_networks(cfg: dict) -> dict:
     act = jnp.asarray(rng.uniform(-1, 1, size=(n, ACT_DIM)).astype(np.float32))
     key = jax.random.PRNGKey(0)
     v_net, q_net = value_heads([256, 256]), critics([400, 300])
-    pi_net = actor([400, 300], ACT_DIM)
+    pi_net = deterministic_actor([400, 300], ACT_DIM, layer_norm=True)
     v_params = v_net.init(key, obs[:1], 0.0, 1.0)
     q_params = q_net.init(key, obs[:1], act[:1])
     pi_params = pi_net.init(key, obs[:1])
 
     def smoothed(p, i, o):
-        return gem_losses.smoothed_actions(pi_net.apply(p, o), jax.random.fold_in(key, i), 0.2, 0.5)
+        action = pi_net.apply(p, o)
+        return smoothed_target_actions(action, jax.random.fold_in(key, i), 0.2, 0.5)
 
     v_fn = chunked(lambda p, i, o: v_net.apply(p, o, 0.0, 1.0), chunk)
     q_fn = chunked(lambda p, i, o, a: q_net.apply(p, o, a), chunk)

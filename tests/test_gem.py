@@ -15,10 +15,10 @@ import pytest
 
 import envs
 from agent import replay as replay_lib
+from agent.actor_critic import LEARN
 from agent.config import ConfigError, load_config
 from agent.gem import GEMAgent, losses
-from agent.gem.agent import LEARN
-from agent.gem.networks import actor
+from agent.networks import deterministic_actor
 from agent.observations import STATE, state_spec
 from agent.protocol import EVAL, EXPLORE, WARMUP, Context, Spec
 from envs.datasets.trained_policies import POLICY_DIR
@@ -113,14 +113,6 @@ def test_twin_values_and_one_step_returns():
         jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]), jnp.array([[10.0, 20.0], [30.0, 40.0]]), 0.9
     )
     np.testing.assert_allclose(out, [[10.0, 19.0], [2.0, 2.0]])  # a terminal never bootstraps
-
-
-def test_smoothed_actions_are_clipped():
-    a = jnp.array([[0.95, -0.95, 0.0]] * 1000)
-    out = np.asarray(losses.smoothed_actions(a, jax.random.PRNGKey(0), 0.2, 0.5))
-    assert out.min() >= -1.0 and out.max() <= 1.0
-    assert np.all(np.abs(out - np.asarray(a)) <= 0.5 + 1e-6)
-    assert 0.1 < np.std(out[:, 2]) < 0.3
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +338,7 @@ def test_config_errors():
 def test_numpy_actor_matches_the_haiku_actor():
     from envs.datasets.trained_policies import NumpyActor
 
-    net = actor([16, 8], 3)
+    net = deterministic_actor([16, 8], 3, layer_norm=True)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 11)))
     params = jax.tree.map(
         lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape), params

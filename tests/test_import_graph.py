@@ -2,6 +2,9 @@
 
 Every `import` / `from ... import` in agent/ and envs/ counts, also those inside functions: a
 lazy import still ties two modules together. A package's `__init__` counts as a module.
+
+Method folders (every package of agent/ but the runner and the world models) are siblings: what
+two of them share lives in agent/'s top-level modules, so none imports another.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("agent", "envs")
+NOT_METHODS = ("agent.runner", "agent.world_model")
 
 
 def module_name(path: Path) -> str:
@@ -104,9 +108,51 @@ def test_envs_never_imports_agent():
     assert not offenders, offenders
 
 
+def method_packages() -> list[str]:
+    """agent/'s method folders: its packages, less the runner and the world models."""
+    found = [f"agent.{p.parent.name}" for p in (ROOT / "agent").glob("*/__init__.py")]
+    return sorted(name for name in found if name not in NOT_METHODS)
+
+
+def package_of(module: str, packages: list[str]) -> str | None:
+    """The package in `packages` that holds `module` (or is it), else None."""
+    return next((p for p in packages if module == p or module.startswith(p + ".")), None)
+
+
+def cross_method_imports(graph: dict[str, set[str]], methods: list[str]) -> list[str]:
+    """'a imports b' for every edge from one method folder into another."""
+    found = []
+    for name, targets in sorted(graph.items()):
+        own = package_of(name, methods)
+        for target in sorted(targets):
+            other = package_of(target, methods)
+            if own and other and other != own:
+                found.append(f"{name} imports {target}")
+    return found
+
+
+def test_no_method_folder_imports_another():
+    methods = method_packages()
+    assert {"agent.bc", "agent.leq", "agent.leq_pixels", "agent.sac", "agent.td3"} <= set(methods)
+    offenders = cross_method_imports(import_graph(), methods)
+    assert not offenders, "shared code belongs in agent/'s top-level modules: " + "; ".join(
+        offenders
+    )
+
+
+def test_the_cross_method_check_finds_one():
+    methods = ["agent.leq", "agent.leq_pixels", "agent.sac", "agent.td3"]
+    graph = {
+        "agent.td3.agent": {"agent.sac.networks", "agent.networks"},  # today's TD3 did this
+        "agent.leq_pixels.dpg": {"agent.leq_pixels.losses", "agent.returns"},
+        "agent.leq.update": {"agent.leq.losses"},
+    }
+    assert cross_method_imports(graph, methods) == ["agent.td3.agent imports agent.sac.networks"]
+
+
 def test_agents_import_neither_envs_nor_the_runner():
     graph = import_graph()
-    agent_packages = ("agent.bc", "agent.leq", "agent.vem", "agent.gem", "agent.world_model")
+    agent_packages = (*method_packages(), "agent.world_model")
     for name, targets in graph.items():
         if name.startswith(agent_packages):
             bad = [t for t in targets if t.startswith(("envs", "agent.runner"))]

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from agent.leq import action_gradients, imagination, losses, networks, returns
+from agent.losses import dpg_surrogate
+from agent.returns import lambda_returns
 
 OBS, ACT, B, H = 4, 2, 16, 5
 GAMMA, LAM = 0.97, 0.9
@@ -43,29 +45,6 @@ def _n_step(rewards, q, alive, t, n, gamma):
     return total + gamma**n * alive[t + n] * q[t + n]
 
 
-def _brute_lambda(rewards, q, alive, gamma, lam):
-    """Q^lambda_t = sum_{n=0}^{H-t} lam^n G^(n)_t / sum_{n=0}^{H-t} lam^n, as a plain loop."""
-    horizon = rewards.shape[0]
-    out = np.zeros_like(rewards)
-    for t in range(horizon):
-        num = sum(lam**n * _n_step(rewards, q, alive, t, n, gamma) for n in range(horizon - t + 1))
-        den = sum(lam**n for n in range(horizon - t + 1))
-        out[t] = num / den
-    return out
-
-
-@pytest.mark.parametrize("terminate", [False, True])
-def test_lambda_returns_match_closed_form(terminate):
-    rewards, q, dones, alive = _random_trajectory(0, 7, 64, terminate)
-    if terminate:
-        assert 0 < alive[-1].sum() < alive.shape[1]
-    got = returns.lambda_returns(*(jnp.asarray(x) for x in (rewards, q, alive)), GAMMA, LAM)
-    np.testing.assert_allclose(
-        got, _brute_lambda(rewards, q, alive, GAMMA, LAM), rtol=1e-5, atol=1e-5
-    )
-    np.testing.assert_allclose(returns.alive_masks(jnp.asarray(dones)), alive)
-
-
 def test_n_step_and_one_step_targets():
     rewards, q, dones, alive = _random_trajectory(1, 6, 32, True)
     horizon = rewards.shape[0]
@@ -88,18 +67,6 @@ def test_recursive_returns_reproduce_each_kind(kind):
 
 
 # ----------------------------------------------------------------------------- losses
-
-
-def test_expectile_loss_definition():
-    rng = np.random.default_rng(3)
-    y, q = rng.normal(size=100), rng.normal(size=100)
-    for tau in (0.1, 0.3, 0.5, 0.9):
-        u = y - q
-        want = np.abs(tau - (u < 0)) * u**2
-        np.testing.assert_allclose(losses.expectile_loss(y, q, tau), want, rtol=1e-6)
-    np.testing.assert_allclose(losses.expectile_loss(y, q, 0.5), 0.5 * (y - q) ** 2, rtol=1e-6)
-    w = losses.expectile_weights(jnp.array([1.0, -1.0]), jnp.zeros(2), 0.2)
-    np.testing.assert_allclose(w, [0.2, 0.8])
 
 
 def test_critic_loss_terms_match_numpy():
@@ -141,25 +108,6 @@ def test_policy_step_weights():
     omega = losses.policy_step_weights(ret, q, 0.1)
     np.testing.assert_allclose(omega, [[0.1, 0.9], [0.9, 0.9], [0.5, 0.5]], rtol=1e-6)
     np.testing.assert_allclose(losses.policy_step_weights(ret, q, 0.1, expectile=False), 0.5)
-
-
-def test_policy_surrogate_gradient_is_weighted_dpg():
-    """grad_theta L_pi = - sum_t mean_b omega_t g_t . dpi(s_t)/dtheta."""
-    rng = np.random.default_rng(6)
-    horizon, batch = 3, 5
-    states = jnp.asarray(rng.normal(size=(horizon + 1, batch, OBS)), jnp.float32)
-    g = jnp.asarray(rng.normal(size=(horizon + 1, batch, ACT)), jnp.float32)
-    omega = jnp.asarray(rng.choice([0.1, 0.9], size=(horizon + 1, batch)), jnp.float32)
-    theta = {"w": jnp.asarray(rng.normal(size=(OBS, ACT)), jnp.float32), "b": jnp.ones(ACT)}
-    policy = lambda p, s: jnp.tanh(s @ p["w"] + p["b"])
-
-    grad = jax.grad(lambda p: losses.policy_surrogate(policy(p, states), g, omega))(theta)
-    jac = jax.jacrev(policy)(theta, states)  # leaves [H+1, B, act, *param]
-    want = jax.tree_util.tree_map(
-        lambda j: -jnp.einsum("tb,tba,tba...->...", omega, g, j) / batch, jac
-    )
-    for k in theta:
-        np.testing.assert_allclose(grad[k], want[k], rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- imagination
@@ -304,7 +252,7 @@ def test_production_gradients_equal_reference_float64():
 
 
 def test_fused_policy_gradient_equals_surrogate_gradient():
-    """production_policy_grad's parameter gradient == grad of losses.policy_surrogate."""
+    """production_policy_grad's parameter gradient == grad of the shared dpg_surrogate."""
     _, critic_fn, world_step, start = make_problem(jnp.float32)
     theta, tau = actor_params(jnp.float32), 0.2
 
@@ -314,7 +262,7 @@ def test_fused_policy_gradient_equals_surrogate_gradient():
         ag = action_gradients.production(lambda o: actor_apply(theta, o), *args)
         omega = losses.policy_step_weights(ag.returns, ag.q_values, tau)
         states = ag.rollout["obs"]
-        surrogate = lambda p: losses.policy_surrogate(actor_apply(p, states), ag.grads, omega)
+        surrogate = lambda p: dpg_surrogate(actor_apply(p, states), ag.grads, omega)
         loss, grads = jax.value_and_grad(surrogate)(theta)
         return fused, ag, loss, grads
 
@@ -337,7 +285,7 @@ def test_gradients_are_total_derivatives():
         def returns_at(delta):
             ro = imagination.imagine(actor_fn, world_step, start, key, H, delta)
             q = critic_fn(ro["obs"], ro["actions"])
-            g = returns.lambda_returns(ro["rewards"], q, ro["alive"], GAMMA, LAM)
+            g = lambda_returns(ro["rewards"], q, ro["alive"], GAMMA, LAM)
             return jnp.concatenate([g, q[-1:]]), ro["alive"]
 
         deltas = np.zeros((2 * len(steps) + 1, H + 1, B, ACT))

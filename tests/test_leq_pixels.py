@@ -1,4 +1,5 @@
-"""LEQ from pixels: returns and losses against slow references, and a debug run that resumes."""
+"""LEQ from pixels: losses against slow references, and a debug run that resumes (the
+continue-masked lambda-return is tested in tests/test_shared_maths.py)."""
 
 from __future__ import annotations
 
@@ -9,90 +10,8 @@ import pytest
 
 from agent.distributions import twohot, twohot_bins
 from agent.leq_pixels import losses
-from agent.leq_pixels.returns import (
-    continue_lambda_returns,
-    return_scale,
-    trajectory_weights,
-    update_return_scale,
-)
-
-
-def slow_lambda_returns(rewards, continues, q, lam):
-    """The closed form: G_t = sum_n lam^n G^(n)_t / sum_n lam^n over n = 0..H-t, with the n-step
-    return G^(n)_t = sum_{i<n} (prod_{k<i} c_{t+k}) r_{t+i} + (prod_{k<n} c_{t+k}) Q_{t+n}."""
-    horizon, n_rows = rewards.shape
-    out = np.zeros((horizon, n_rows))
-    for b in range(n_rows):
-        for t in range(horizon):
-            num = den = 0.0
-            for n in range(horizon - t + 1):
-                ret, disc = 0.0, 1.0
-                for i in range(n):
-                    ret += disc * rewards[t + i, b]
-                    disc *= continues[t + i, b]
-                ret += disc * q[t + n, b]
-                num += lam**n * ret
-                den += lam**n
-            out[t, b] = num / den
-    return out
-
-
-def test_continue_lambda_returns_match_the_closed_form():
-    rng = np.random.default_rng(0)
-    h, n = 5, 4
-    rewards = rng.normal(size=(h, n))
-    continues = rng.uniform(0.0, 1.0, size=(h, n))
-    q = rng.normal(size=(h + 1, n))
-    got = continue_lambda_returns(
-        jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), 0.95, masks="per_step"
-    )
-    np.testing.assert_allclose(got, slow_lambda_returns(rewards, continues, q, 0.95), rtol=1e-5)
-
-
-def test_leq_dv3_cumulative_masks_against_a_loop():
-    """§3.3(c) with alive masks M_t = c_1 ... c_t: y_t = M_t r_t+1 + M_t+1 G_t+1."""
-    rng = np.random.default_rng(3)
-    h, n, lam = 4, 3, 0.9
-    rewards = rng.normal(size=(h, n))
-    continues = rng.uniform(0.5, 1.0, size=(h, n))
-    q = rng.normal(size=(h + 1, n))
-    expected = np.zeros((h, n))
-    for b in range(n):
-        alive = np.cumprod(np.r_[1.0, continues[:, b]])  # M_0 .. M_H
-        g, k = q[h, b], 1.0
-        for t in reversed(range(h)):
-            y = alive[t] * rewards[t, b] + alive[t + 1] * g
-            g = (q[t, b] + lam * k * y) / (1 + lam * k)
-            k = 1 + lam * k
-            expected[t, b] = g
-    got = continue_lambda_returns(jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), lam)
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
-    per_step = continue_lambda_returns(
-        jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), lam, masks="per_step"
-    )
-    assert not np.allclose(got[:-1], per_step[:-1])  # soft continues: the forms differ
-    ones = jnp.ones((h, n))
-    np.testing.assert_allclose(  # hard continues: they agree
-        continue_lambda_returns(jnp.asarray(rewards), ones, jnp.asarray(q), lam),
-        continue_lambda_returns(jnp.asarray(rewards), ones, jnp.asarray(q), lam, "per_step"),
-        rtol=1e-6,
-    )
-
-
-def test_a_zero_continue_cuts_the_return():
-    rewards = jnp.array([[1.0], [5.0], [7.0]])
-    continues = jnp.array([[0.0], [1.0], [1.0]])
-    q = jnp.array([[2.0], [100.0], [100.0], [100.0]])
-    got = continue_lambda_returns(rewards, continues, q, 1.0)
-    # G_0 mixes Q_0 = 2 with returns that all stop after r_1 = 1: (2 + 1 + 1 + 1) / 4
-    assert float(got[0, 0]) == pytest.approx(5.0 / 4.0)
-
-
-def test_trajectory_weights_are_the_cumulative_continues():
-    c = jnp.array([[0.5, 1.0], [0.5, 0.0], [0.9, 1.0]])
-    np.testing.assert_allclose(trajectory_weights(c), [[1.0, 1.0], [0.5, 1.0], [0.25, 0.0]])
-    with_last = trajectory_weights(c, with_last=True)
-    np.testing.assert_allclose(with_last, [[1.0, 1.0], [0.5, 1.0], [0.25, 0.0], [0.225, 0.0]])
+from agent.leq_pixels.return_scale import return_scale, update_return_scale
+from agent.returns import continue_lambda_returns
 
 
 def test_return_scale_tracks_percentiles_and_never_scales_up():

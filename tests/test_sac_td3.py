@@ -1,4 +1,5 @@
-"""SAC's and TD3's losses against slow references (loops, scipy, finite differences)."""
+"""SAC's and TD3's losses against slow references (loops, scipy, finite differences); the
+shared ones (tanh-Gaussian, twin critic loss, TD3 targets) are in tests/test_shared_maths.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import pytest
 from scipy import stats
 
 from agent.config import load_config
+from agent.distributions import gaussian_log_prob, tanh_log_det
+from agent.losses import twin_critic_loss
+from agent.networks import tanh_gaussian_actor
 from agent.sac import losses as sac
 from agent.td3 import losses as td3
 from tests.conftest import run_py
@@ -19,29 +23,17 @@ RNG = np.random.default_rng(0)
 def test_tanh_log_det_matches_the_naive_formula():
     u = RNG.normal(scale=2.0, size=(16, 3))
     naive = np.log(1.0 - np.tanh(u) ** 2).sum(-1)
-    np.testing.assert_allclose(sac.tanh_log_det(jnp.asarray(u)), naive, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tanh_log_det(jnp.asarray(u)), naive, rtol=1e-5, atol=1e-5)
     # stable where the naive form is -inf in float32
-    assert np.isfinite(float(sac.tanh_log_det(jnp.full((1, 1), 30.0))[0]))
+    assert np.isfinite(float(tanh_log_det(jnp.full((1, 1), 30.0))[0]))
 
 
 def test_gaussian_log_prob_matches_scipy():
     u, mean = RNG.normal(size=(8, 4)), RNG.normal(size=(8, 4))
     log_std = RNG.uniform(-2, 1, size=(8, 4))
     expected = stats.norm.logpdf(u, mean, np.exp(log_std)).sum(-1)
-    got = sac.gaussian_log_prob(jnp.asarray(u), jnp.asarray(mean), jnp.asarray(log_std))
+    got = gaussian_log_prob(jnp.asarray(u), jnp.asarray(mean), jnp.asarray(log_std))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-
-
-def test_tanh_gaussian_log_prob_is_the_change_of_variables_density():
-    """log pi(a) = log N(u) - sum log |d tanh(u)/du|, checked per dimension with scipy."""
-    mean = jnp.asarray(RNG.normal(size=(64, 2)))
-    log_std = jnp.asarray(RNG.uniform(-1, 0.5, size=(64, 2)))
-    action, log_prob = sac.sample_tanh_gaussian(mean, log_std, jax.random.PRNGKey(3))
-    u = np.arctanh(np.clip(np.asarray(action, np.float64), -1 + 1e-7, 1 - 1e-7))
-    density = stats.norm.logpdf(u, np.asarray(mean), np.exp(np.asarray(log_std)))
-    jacobian = np.log(1.0 - np.tanh(u) ** 2)
-    np.testing.assert_allclose(log_prob, (density - jacobian).sum(-1), rtol=1e-3, atol=1e-3)
-    assert np.all(np.abs(np.asarray(action)) < 1.0)
 
 
 def test_soft_targets_and_critic_loss_match_loops():
@@ -55,7 +47,7 @@ def test_soft_targets_and_critic_loss_match_loops():
         assert float(y[i]) == pytest.approx(expected, rel=1e-5)
     q = RNG.normal(size=(b, 2))
     loop = sum(np.mean([(q[i, k] - float(y[i])) ** 2 for i in range(b)]) for k in range(2))
-    assert float(sac.critic_loss(jnp.asarray(q), y)) == pytest.approx(loop, rel=1e-5)
+    assert float(twin_critic_loss(jnp.asarray(q), y)) == pytest.approx(loop, rel=1e-5)
 
 
 def test_sac_actor_loss_uses_the_smaller_critic_and_the_entropy_term():
@@ -78,17 +70,7 @@ def test_temperature_loss_gradient_moves_alpha_towards_the_target_entropy():
     np.testing.assert_array_equal(dlp, 0.0)
 
 
-def test_td3_targets_smoothing_and_actor_loss():
-    b = 7
-    r, m, next_q = RNG.normal(size=b), np.ones(b), RNG.normal(size=(b, 2))
-    y = td3.clipped_double_q_targets(jnp.asarray(r), jnp.asarray(m), jnp.asarray(next_q), 0.9)
-    np.testing.assert_allclose(y, [r[i] + 0.9 * min(next_q[i]) for i in range(b)], rtol=1e-5)
-    actions = jnp.asarray(RNG.uniform(-1, 1, size=(4096, 3)))
-    smoothed = td3.smoothed_target_actions(actions, jax.random.PRNGKey(0), 0.2, 0.5)
-    noise = np.asarray(smoothed - actions)
-    inside = np.abs(np.asarray(smoothed)) < 1.0
-    assert np.all(np.abs(noise) <= 0.5 + 1e-6) and np.all(np.abs(np.asarray(smoothed)) <= 1.0)
-    assert abs(np.std(noise[inside]) - 0.2) < 0.02  # N(0, 0.2^2), clipped at 0.5
+def test_td3_actor_loss():
     q = RNG.normal(size=(5, 2))
     assert float(td3.actor_loss(jnp.asarray(q))) == pytest.approx(-q[:, 0].mean(), rel=1e-5)
 
@@ -115,10 +97,9 @@ def test_debug_run(preset, tmp_path):
 def test_numpy_tanh_gaussian_actor_matches_the_haiku_actor():
     """The collector's NumPy SAC actor: same (mean, log_std) as the haiku network, and its
     training-time sample is tanh(mean + exp(log_std) eps) with eps from the collector's rng."""
-    from agent.sac.networks import gaussian_actor
     from envs.datasets.trained_policies import TanhGaussianActor
 
-    net = gaussian_actor([16, 8], 3)
+    net = tanh_gaussian_actor([16, 8], 3)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 11)))
     flat = {f"{m}/{n}": np.asarray(v) for m, leaves in params.items() for n, v in leaves.items()}
     actor = TanhGaussianActor(flat)

@@ -22,7 +22,7 @@ from agent.bc.networks import pixel_policy
 from agent.encoders import image_fields, random_shift
 from agent.networks import deterministic_policy
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
+from agent.optimizers import apply_gradients
 from agent.protocol import Agent, Context, Spec
 
 PHASE = "bc"

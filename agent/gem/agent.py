@@ -36,49 +36,33 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from agent import actor_critic
 from agent import replay as replay_lib
 from agent.config import ConfigError
 from agent.gem import losses
-from agent.gem.networks import actor, critics
+from agent.gem.networks import critics
+from agent.losses import smoothed_target_actions
 from agent.memory import replay_memory_returns
-from agent.networks import batched_apply, polyak
+from agent.networks import batched_apply, deterministic_actor
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
-from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
+from agent.protocol import Context, Spec
 
-LEARN = "learn"
-
-
-class GEMState(NamedTuple):
-    actor_params: dict
-    critic_params: dict
-    target_actor_params: dict
-    target_critic_params: dict
-    actor_opt_state: optax.OptState
-    critic_opt_state: optax.OptState
-    memory: jax.Array  # [capacity, 2] memory returns (R^A, R^B) of every replay row
-    step: jax.Array  # gradient steps done
+# memory: [capacity, 2] memory returns (R^A, R^B) of every replay row; step: gradient steps done
+GEMState = NamedTuple(
+    "GEMState", [*actor_critic.DETERMINISTIC_FIELDS, ("memory", jax.Array), ("step", jax.Array)]
+)
 
 
-class GEMAgent(Agent):
+class GEMAgent(actor_critic.OnlineActorCritic):
     """GEM (memory on) or TD3 (memory off) on the runner's online replay."""
 
-    online = True
-    policy_fields = ("actor_params",)
-
     def __init__(self, cfg, spec: Spec, context: Context):
-        super().__init__(cfg, spec, context)
-        self.g = cfg.gem
+        self.g = g = cfg.gem
         self._check(cfg)
-        self.actor_net = actor(self.g.hidden, spec.act_dim)
-        self.critic_net = critics(self.g.hidden)
-        self.actor_opt = optax.adam(self.g.actor_lr)
-        self.critic_opt = optax.adam(self.g.critic_lr)
-        self.env_steps_per_chunk = self.g.train_every
-        self.updates_per_chunk = self.g.gradient_steps
-        self.replay_capacity = self.g.capacity
+        actor = deterministic_actor(g.hidden, spec.act_dim, layer_norm=True)
+        super().__init__(cfg, spec, context, g, actor, critics(g.hidden))
+        self.updates_per_chunk = g.gradient_steps
         self.horizon_cap, self.end_sentinel = self.g.max_step, self.g.end_sentinel
 
     @staticmethod
@@ -96,23 +80,12 @@ class GEMAgent(Agent):
 
     def init(self, key: jax.Array, spec: Spec) -> GEMState:
         actor_key, critic_key, _ = jax.random.split(key, 3)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor_params = self.actor_net.init(actor_key, obs)
-        critic_params = self.critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
         return GEMState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_actor_params=jax.tree.map(jnp.copy, actor_params),
-            target_critic_params=jax.tree.map(jnp.copy, critic_params),
-            actor_opt_state=self.actor_opt.init(actor_params),
-            critic_opt_state=self.critic_opt.init(critic_params),
+            **actor_critic.initial_fields(*nets, actor_key, critic_key, spec),
             memory=jnp.zeros((self.g.capacity, 2), jnp.float32),
             step=jnp.int32(0),
         )
-
-    def phase(self, step: int) -> str:
-        """WARMUP (uniform random actions, no learning) before `learning_starts` env steps."""
-        return WARMUP if step < self.g.learning_starts else LEARN
 
     # ------------------------------------------------------------------ memory
 
@@ -120,7 +93,7 @@ class GEMAgent(Agent):
         """Q^X(s) = min over twin X of Q'_k(s, a~), a~ the smoothed target action: [B, 2]."""
         g = self.g
         action = self.actor_net.apply(state.target_actor_params, obs)
-        action = losses.smoothed_actions(action, key, g.target_noise, g.target_noise_clip)
+        action = smoothed_target_actions(action, key, g.target_noise, g.target_noise_clip)
         return losses.twin_values(self.critic_net.apply(state.target_critic_params, obs, action))
 
     def refresh_memory(
@@ -161,11 +134,7 @@ class GEMAgent(Agent):
 
     def begin_chunk(self, phase, state: GEMState, replay, key) -> tuple[GEMState, dict]:
         """Targets <- rate online + (1 - rate) targets, then (GEM) the memory refresh."""
-        rate = self.g.target_rate
-        state = state._replace(
-            target_actor_params=polyak(state.actor_params, state.target_actor_params, rate),
-            target_critic_params=polyak(state.critic_params, state.target_critic_params, rate),
-        )
+        state = actor_critic.soft_update_targets(state, self.g.target_rate)
         if not self.g.memory:
             return state, {}
         memory = self.refresh_memory(state, replay, key)
@@ -192,8 +161,8 @@ class GEMAgent(Agent):
             q = self.critic_net.apply(params, obs, batch["actions"])
             return losses.critic_loss(q, returns, g.alpha, g.pairing), q
 
-        params, opt_state, (loss, q), norm = apply_gradients(
-            self.critic_opt, state.critic_params, state.critic_opt_state, loss_fn, has_aux=True
+        state, (loss, q), norm = actor_critic.update_network(
+            state, "critic", self.critic_opt, loss_fn, has_aux=True
         )
         metrics = {
             "train/critic_loss": loss,
@@ -201,7 +170,7 @@ class GEMAgent(Agent):
             "train/target_return": jnp.mean(returns),
             "train/critic_grad_norm": norm,
         }
-        return state._replace(critic_params=params, critic_opt_state=opt_state), metrics
+        return state, metrics
 
     def actor_update(self, state: GEMState, obs: jax.Array) -> tuple[GEMState, jax.Array]:
         """One deterministic policy-gradient step on -mean_k Q_k(s, pi(s))."""
@@ -210,10 +179,8 @@ class GEMAgent(Agent):
             action = self.actor_net.apply(params, obs)
             return losses.actor_loss(self.critic_net.apply(state.critic_params, obs, action))
 
-        params, opt_state, loss, _ = apply_gradients(
-            self.actor_opt, state.actor_params, state.actor_opt_state, loss_fn
-        )
-        return state._replace(actor_params=params, actor_opt_state=opt_state), loss
+        state, loss, _ = actor_critic.update_network(state, "actor", self.actor_opt, loss_fn)
+        return state, loss
 
     def train(self, phase, state: GEMState, replay, key) -> tuple[GEMState, dict]:
         """Sample a uniform batch (with memory returns), a critic step, a delayed actor step."""
@@ -222,11 +189,8 @@ class GEMAgent(Agent):
         batch["memory"] = state.memory[batch["index"]]
         state, metrics = self.critic_update(state, batch, noise_key)
         obs = flat_obs(batch["observations"], self.spec)
-        state, actor_loss = jax.lax.cond(
-            state.step % self.g.policy_delay == 0,
-            lambda s: self.actor_update(s, obs),
-            lambda s: (s, jnp.float32(jnp.nan)),
-            state,
+        state, actor_loss = actor_critic.delayed(
+            state.step, self.g.policy_delay, lambda s: self.actor_update(s, obs), state
         )
         metrics["train/actor_loss"] = actor_loss
         return state._replace(step=state.step + 1), metrics
@@ -235,11 +199,8 @@ class GEMAgent(Agent):
 
     def policy(self, state: GEMState, carry, obs, mode, key):
         """pi(s) in evaluation; clip(pi(s) + N(0, exploration_noise^2), -1, 1) when exploring."""
-        action = self.actor_net.apply(state.actor_params, flat_obs(obs, self.spec))
-        if mode == EVAL:
-            return carry, action
-        noise = self.g.exploration_noise * jax.random.normal(key, action.shape)
-        return carry, jnp.clip(action + noise, -1.0, 1.0)
-
-    def snapshot_params(self, state: GEMState) -> dict:
-        return state.actor_params
+        obs = flat_obs(obs, self.spec)
+        noise = self.g.exploration_noise
+        return carry, actor_critic.exploration_action(
+            self.actor_net, state.actor_params, obs, mode, key, noise
+        )

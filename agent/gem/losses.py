@@ -44,14 +44,6 @@ def critic_loss(q: jax.Array, returns: jax.Array, alpha: float, pairing: str) ->
     return jnp.mean(asymmetric_loss(u, alpha))
 
 
-def smoothed_actions(
-    actions: jax.Array, key: jax.Array, noise_std: float, noise_clip: float
-) -> jax.Array:
-    """Target policy smoothing: a~ = clip(a + clip(eps, -c, c), -1, 1), eps ~ N(0, std^2)."""
-    eps = noise_std * jax.random.normal(key, actions.shape, actions.dtype)
-    return jnp.clip(actions + jnp.clip(eps, -noise_clip, noise_clip), -1.0, 1.0)
-
-
 def one_step_returns(
     rewards: jax.Array, masks: jax.Array, next_twin_values: jax.Array, gamma: float
 ) -> jax.Array:

@@ -1,6 +1,8 @@
 """GEM's networks (algorithms.md §5.3, the official `TD3LnMlpPolicy`), as haiku transforms.
 
-* `actor`: obs -> Dense-LayerNorm-ReLU per hidden layer -> Dense -> tanh (deterministic).
+The actor is the shared deterministic one with LayerNorm (agent/networks.py
+`deterministic_actor(..., layer_norm=True)`: Dense-LayerNorm-ReLU per hidden layer, Dense, tanh).
+
 * `critics`: `num_critics` independent Q(s, a) MLPs; the action is concatenated to the output of
   the first hidden layer (not to the input), every hidden layer is Dense-LayerNorm-ReLU.
   Returns [B, num_critics]; critics (0, 1) form twin A and (2, 3) twin B.
@@ -16,7 +18,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from agent.networks import mlp
+from agent.networks import ensemble
 
 NUM_CRITICS = 4
 
@@ -25,15 +27,6 @@ def _dense_ln_relu(width: int, name: str, x: jax.Array) -> jax.Array:
     x = hk.Linear(width, name=f"{name}_dense")(x)
     x = hk.LayerNorm(-1, create_scale=True, create_offset=True, name=f"{name}_ln")(x)
     return jax.nn.relu(x)
-
-
-def actor(hidden: Sequence[int], act_dim: int) -> hk.Transformed:
-    """obs [B, obs_dim] -> action [B, act_dim] in [-1, 1]."""
-
-    def forward(obs: jax.Array) -> jax.Array:
-        return jnp.tanh(mlp(hidden, act_dim, layer_norm=True)(obs))
-
-    return hk.without_apply_rng(hk.transform(forward))
 
 
 def critics(hidden: Sequence[int], num_critics: int = NUM_CRITICS) -> hk.Transformed:
@@ -47,10 +40,6 @@ def critics(hidden: Sequence[int], num_critics: int = NUM_CRITICS) -> hk.Transfo
         return hk.Linear(1, name="out")(x)
 
     def forward(obs: jax.Array, action: jax.Array) -> jax.Array:
-        values = []
-        for i in range(num_critics):
-            with hk.experimental.name_scope(f"q{i}"):
-                values.append(one_critic(obs, action))
-        return jnp.concatenate(values, axis=-1)
+        return ensemble(num_critics, "q", one_critic, obs, action)
 
     return hk.without_apply_rng(hk.transform(forward))

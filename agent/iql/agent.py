@@ -17,15 +17,14 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
+from agent.actor_critic import initial_fields, update_network
 from agent.distributions import gaussian_log_prob
 from agent.iql import losses
 from agent.iql.networks import gaussian_policy, value_net
-from agent.networks import polyak
+from agent.losses import twin_critic_loss
+from agent.networks import critics, polyak
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
 from agent.protocol import Agent, Context, Spec
-from agent.sac import losses as sac_losses
-from agent.sac.networks import critics
 
 PHASE = "iql"
 
@@ -59,17 +58,11 @@ class IQLAgent(Agent):
 
     def init(self, key: jax.Array, spec: Spec) -> IQLState:
         k_actor, k_critic, k_value = jax.random.split(key, 3)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor = self.actor_net.init(k_actor, obs)
-        critic = self.critic_net.init(k_critic, obs, jnp.zeros((1, spec.act_dim)))
-        value = self.value_net.init(k_value, obs)
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
+        value = self.value_net.init(k_value, jnp.zeros((1, spec.flat_obs_dim)))
         return IQLState(
-            actor_params=actor,
-            critic_params=critic,
-            target_critic_params=jax.tree.map(jnp.copy, critic),
+            **initial_fields(*nets, k_actor, k_critic, spec, target_actor=False),
             value_params=value,
-            actor_opt_state=self.actor_opt.init(actor),
-            critic_opt_state=self.critic_opt.init(critic),
             value_opt_state=self.value_opt.init(value),
         )
 
@@ -91,8 +84,8 @@ class IQLAgent(Agent):
             v = self.value_net.apply(params, obs)
             return losses.value_loss(target_q, v, c.expectile), v
 
-        value, value_opt, (value_loss, v), _ = apply_gradients(
-            self.value_opt, state.value_params, state.value_opt_state, value_loss_fn, True
+        state, (value_loss, v), _ = update_network(
+            state, "value", self.value_opt, value_loss_fn, has_aux=True
         )
         weights = losses.awr_weights(target_q, v, c.temperature, c.max_weight)
 
@@ -100,28 +93,19 @@ class IQLAgent(Agent):
             mean, log_std = self.actor_net.apply(params, obs)
             return losses.actor_loss(weights, gaussian_log_prob(batch["actions"], mean, log_std))
 
-        actor, actor_opt, actor_loss, _ = apply_gradients(
-            self.actor_opt, state.actor_params, state.actor_opt_state, actor_loss_fn
-        )
-        next_v = self.value_net.apply(value, next_obs)
+        state, actor_loss, _ = update_network(state, "actor", self.actor_opt, actor_loss_fn)
+        next_v = self.value_net.apply(state.value_params, next_obs)
         targets = losses.critic_targets(batch["rewards"], batch["masks"], next_v, c.gamma)
 
         def critic_loss_fn(params):
             q = self.critic_net.apply(params, obs, batch["actions"])
-            return sac_losses.critic_loss(q, targets), q
+            return twin_critic_loss(q, targets), q
 
-        critic, critic_opt, (critic_loss, q), _ = apply_gradients(
-            self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True
+        state, (critic_loss, q), _ = update_network(
+            state, "critic", self.critic_opt, critic_loss_fn, has_aux=True
         )
-        state = IQLState(
-            actor_params=actor,
-            critic_params=critic,
-            target_critic_params=polyak(critic, state.target_critic_params, c.tau),
-            value_params=value,
-            actor_opt_state=actor_opt,
-            critic_opt_state=critic_opt,
-            value_opt_state=value_opt,
-        )
+        target = polyak(state.critic_params, state.target_critic_params, c.tau)
+        state = state._replace(target_critic_params=target)
         metrics = {
             "train/value_loss": value_loss,
             "train/critic_loss": critic_loss,

@@ -7,7 +7,7 @@
 Q' are the target critics (Polyak-averaged), V is trained towards their upper expectile, the
 critics towards one-step targets through V (no max over actions, so no out-of-data action is
 ever queried), and the policy by advantage-weighted regression with clipped weights. L_Q is
-the twin-critic squared error of agent/sac/losses.py (`critic_loss`), used as it is.
+the shared twin-critic squared error, and L2_tau the shared expectile loss (agent/losses.py).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from agent import losses as shared
+
 
 def expectile_loss(diff: jax.Array, tau: float) -> jax.Array:
-    """mean |tau - 1(u < 0)| u^2 over u = diff (tau > 0.5 weights positive errors more)."""
-    weight = jnp.where(diff < 0.0, 1.0 - tau, tau)
-    return jnp.mean(weight * jnp.square(diff))
+    """mean L2_tau(u) over u = diff (tau > 0.5 weights positive errors more)."""
+    return jnp.mean(shared.expectile_loss(diff, tau))
 
 
 def value_loss(target_q: jax.Array, v: jax.Array, tau: float) -> jax.Array:

@@ -1,5 +1,5 @@
 """IQL's networks (haiku): a Gaussian policy with tanh means and a state-independent std, a V(s)
-MLP; the twin critics are SAC's (agent/sac/networks.py)."""
+MLP; the twin critics are the shared ones (agent/networks.py)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 
 from agent.leq.imagination import ActorFn, WorldStep, imagine
-from agent.leq.losses import policy_step_weights, policy_surrogate
-from agent.leq.returns import lambda_returns, n_step_returns, return_coefficients
+from agent.leq.losses import policy_step_weights
+from agent.leq.returns import n_step_returns, return_coefficients
+from agent.losses import dpg_surrogate
+from agent.returns import lambda_returns
 
 CriticFn = Callable[[jax.Array, jax.Array], jax.Array]  # (obs [..., obs], act [..., act]) -> [...]
 
@@ -260,5 +262,5 @@ def production_policy_grad(
     batch = start_obs.shape[0]
     param_grads = jax.tree_util.tree_map(lambda x: -x / batch, param_bar)
     omega = policy_step_weights(out.returns, out.q_values, tau, expectile)
-    loss = policy_surrogate(out.rollout["actions"], out.grads, omega)
+    loss = dpg_surrogate(out.rollout["actions"], out.grads, omega)
     return PolicyGradient(out, omega, loss, param_grads)

@@ -1,7 +1,8 @@
 """LEQ losses (algorithms.md §3.2 and §3.4, code form).
 
 Critic:   L_Q = (1 - beta) L_env + beta L_model + beta R_model + (1 - beta) R_env
-Actor:    L_pi = - sum_{t=0}^{H} mean_b[ omega_t sg(g_t) . pi_theta(s_t) ]
+Actor:    L_pi = - sum_{t=0}^{H} mean_b[ omega_t sg(g_t) . pi_theta(s_t) ]   (agent/losses.py
+          `dpg_surrogate`, with the step weights of `policy_step_weights`)
 
 `expectile=False` everywhere replaces tau by 0.5 (symmetric weights, i.e. plain 0.5 * MSE), which
 is the "no lower expectile" ablation.
@@ -12,21 +13,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from agent import losses as shared
+
 
 def effective_tau(tau: float, expectile: bool = True) -> float:
     """tau when the lower-expectile switch is on, else 0.5 (symmetric)."""
     return tau if expectile else 0.5
-
-
-def expectile_weights(target: jax.Array, pred: jax.Array, tau: float) -> jax.Array:
-    """|tau - 1(u < 0)| with u = target - pred: tau if target >= pred else 1 - tau."""
-    return jnp.where(target - pred < 0, 1.0 - tau, tau)
-
-
-def expectile_loss(target: jax.Array, pred: jax.Array, tau: float) -> jax.Array:
-    """Elementwise L^tau(y, q) = |tau - 1(u < 0)| u^2, u = y - q (tau = 0.5: 0.5 (y - q)^2)."""
-    u = target - pred
-    return expectile_weights(target, pred, tau) * jnp.square(u)
 
 
 def imagined_loss_weights(alive: jax.Array, gamma: float) -> jax.Array:
@@ -46,7 +38,7 @@ def model_critic_loss(
     """L_model = mean_{t<H, b}[ w_t L^tau(sg(Q^lambda_t), Q_phi(s_t, a_t)) ] (mean over H*B)."""
     tau = effective_tau(tau, expectile)
     targets = jax.lax.stop_gradient(targets)
-    return jnp.mean(weights * expectile_loss(targets, q_pred, tau))
+    return jnp.mean(weights * shared.expectile_loss(targets - q_pred, tau))
 
 
 def env_targets(
@@ -85,28 +77,6 @@ def critic_loss(
 def policy_step_weights(
     returns: jax.Array, q_values: jax.Array, tau: float, expectile: bool = True
 ) -> jax.Array:
-    """omega_t = tau if Q^lambda_t > Q_t else 1 - tau (t < H), omega_H = 0.5 -> [H+1, B].
-
-    returns: Q^lambda_t [H, B] (or [H+1, B]; row H is ignored); q_values: Q_t [H+1, B].
-    Ties go to 1 - tau, as in LEQ's actor.
-    """
-    tau = effective_tau(tau, expectile)
-    horizon = q_values.shape[0] - 1
-    omega = jnp.where(returns[:horizon] > q_values[:horizon], tau, 1.0 - tau)
-    last = jnp.full_like(q_values[-1:], 0.5)
-    return jax.lax.stop_gradient(jnp.concatenate([omega.astype(q_values.dtype), last], axis=0))
-
-
-def policy_surrogate(
-    policy_actions: jax.Array, action_grads: jax.Array, omega: jax.Array
-) -> jax.Array:
-    """L_pi = - sum_t mean_b[ omega_t sg(g_t) . pi_theta(s_t) ].
-
-    policy_actions: pi_theta(s_t) [H+1, B, act] (the only path the gradient flows through; feed
-    it stop-gradient states); action_grads: g_t = dQ^lambda_t / da_t [H+1, B, act];
-    omega [H+1, B]. grad_theta L_pi = - sum_t mean_b[ omega_t g_t^T dpi_theta(s_t)/dtheta ].
-    """
-    g = jax.lax.stop_gradient(action_grads)
-    w = jax.lax.stop_gradient(omega)
-    per_step = jnp.sum(g * policy_actions, axis=-1)  # [H+1, B]
-    return -jnp.sum(jnp.mean(w * per_step, axis=1))
+    """omega_t = tau if Q^lambda_t > Q_t else 1 - tau (t < H), omega_H = 0.5 -> [H+1, B]
+    (agent/losses.py), with tau = 0.5 when the lower-expectile switch is off."""
+    return shared.policy_step_weights(returns, q_values, effective_tau(tau, expectile))

@@ -1,8 +1,9 @@
 """Imagined-trajectory return targets for LEQ (algorithms.md §3.3).
 
 Shapes: rewards r [H, B], critic values Q_t = Q(s_t, a_t) [H+1, B], alive masks m [H+1, B] with
-m_0 = 1, m_{t+1} = m_t (1 - d_t) (`alive_masks`). Every function is pure and jittable; the backward
-recursions run as a reversed `lax.scan`, so H is a static shape, not a Python loop.
+m_0 = 1, m_{t+1} = m_t (1 - d_t). Every function is pure and jittable; the backward recursions
+run as a reversed `lax.scan`, so H is a static shape, not a Python loop. The lambda-return and
+the alive masks are the shared ones (agent/returns.py).
 
 All three targets are instances of one linear recursion (`recursive_returns`):
 
@@ -18,41 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agent.returns import lambda_returns
+
 RETURN_KINDS = ("lambda", "multi_step", "one_step")
-
-
-def alive_masks(dones: jax.Array, dtype: jnp.dtype = jnp.float32) -> jax.Array:
-    """m_0 = 1, m_{t+1} = m_t (1 - d_t): dones [H, B] (bool or 0/1) -> alive [H+1, B] float."""
-    not_done = 1.0 - dones.astype(dtype)
-    first = jnp.ones_like(not_done[:1])
-    return jnp.cumprod(jnp.concatenate([first, not_done], axis=0), axis=0)
-
-
-def lambda_returns(
-    rewards: jax.Array, q_values: jax.Array, alive: jax.Array, gamma: float, lam: float
-) -> jax.Array:
-    """LEQ's code-form lambda-return (§3.3(c)) -> Q^lambda_t for t = 0..H-1, shape [H, B].
-
-        G_H = Q_H;  c_{H-1} = 1
-        for t = H-1 .. 0:
-            y_t = m_t r_t + m_{t+1} gamma G_{t+1}
-            G_t = (Q_t + lam c_t y_t) / (1 + lam c_t);   c_{t-1} = 1 + lam c_t
-
-    Closed form: G_t = sum_{n=0}^{H-t} lam^n G^(n)_t / sum_{n=0}^{H-t} lam^n with the 0-step
-    return G^(0)_t = Q_t (the critic's own value has weight 1).
-    """
-
-    def step(carry, xs):
-        g_next, c = carry
-        r, q, m, m_next = xs
-        y = m * r + m_next * gamma * g_next
-        g = (q + lam * c * y) / (1.0 + lam * c)
-        return (g, 1.0 + lam * c), g
-
-    xs = (rewards, q_values[:-1], alive[:-1], alive[1:])
-    init = (q_values[-1], jnp.ones((), q_values.dtype))
-    _, g = jax.lax.scan(step, init, xs, reverse=True)
-    return g
 
 
 def n_step_returns(

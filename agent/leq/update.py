@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agent.bc import bc_loss
 from agent.leq import action_gradients, imagination, losses, networks, returns
 from agent.leq.imagination import WorldStep
-from agent.programs import apply_gradients, apply_updates
+from agent.losses import bc_loss, dpg_surrogate
+from agent.optimizers import apply_gradients, apply_updates
 
 POLICY_OBJECTIVES = ("lambda", "multi_step", "one_step")
 CRITIC_TARGETS = ("lambda", "multi_step", "one_step")
@@ -142,7 +142,7 @@ def actor_step(
             ag = action_gradients.reference(actor_fn, *args, kind, hyper.unroll)
             omega = losses.policy_step_weights(ag.returns, ag.q_values, hyper.tau, hyper.expectile)
             states = jax.lax.stop_gradient(ag.rollout["obs"])
-            surrogate = lambda p: losses.policy_surrogate(apply(p, states), ag.grads, omega)
+            surrogate = lambda p: dpg_surrogate(apply(p, states), ag.grads, omega)
             loss, grads = jax.value_and_grad(surrogate)(ac.actor)
         rollout = ag.rollout
         metrics = {

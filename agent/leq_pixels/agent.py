@@ -7,12 +7,14 @@
 A "leq" step: `rssm.batch_size` windows of `rssm.length` transitions are filtered by the
 posterior; every step's latent starts an imagined rollout of `leq_pixels.horizon` steps with
 stochastic actor samples and a random prior head per step. The critic regresses the lower
-expectile of the continue-masked lambda-return (returns.py) plus the replay critic loss on the
-windows' real transitions; the value regresses the imagined Q values and is the baseline of
-the REINFORCE actor with DreamerV3's return normalisation (losses.py; `actor_objective: dpg`:
-the state version's per-step deterministic policy gradient through the model, dpg.py, whose
-actor std then only shapes the critic's rollouts). The slow critic is an
-EMA of the critic (rate `slow_rate` per step), the target of the `slowreg` regulariser.
+expectile of the continue-masked lambda-return (agent/returns.py) plus the replay critic loss
+on the windows' real transitions; the value regresses the imagined Q values and is the
+baseline of the REINFORCE actor with DreamerV3's return normalisation (losses.py,
+return_scale.py; `actor_objective: dpg`: the state version's per-step deterministic policy
+gradient through the model, dpg.py, whose actor std then only shapes the critic's rollouts).
+The slow critic is an EMA of the critic (rate `slow_rate` per step), the target of the
+`slowreg` regulariser. Each network takes one step of the shared optimiser step
+(agent/optimizers.py); the metrics are logged as `train/*`.
 """
 
 from __future__ import annotations
@@ -29,14 +31,11 @@ from agent import replay as replay_lib
 from agent.config import ConfigError
 from agent.distributions import twohot_bins, twohot_mean
 from agent.leq_pixels import dpg, losses, networks
-from agent.leq_pixels.returns import (
-    continue_lambda_returns,
-    return_scale,
-    trajectory_weights,
-    update_return_scale,
-)
+from agent.leq_pixels.return_scale import return_scale, update_return_scale
 from agent.networks import polyak
+from agent.optimizers import apply_gradients
 from agent.protocol import EVAL, Agent, Context, Spec
+from agent.returns import continue_lambda_returns, trajectory_weights
 from agent.world_model.rssm import RssmCarry, RssmLatent, RssmWorldModel, sequence_from_window
 from agent.world_model.rssm_net import feature
 from agent.world_model.rssm_report import model_report
@@ -215,7 +214,7 @@ class LEQPixelsAgent(Agent):
         params = sg(state.world)
         start, t = self._targets(state, params, window, obs_key, img_key, next_key)
         critic, critic_opt, critic_metrics = self._update_critic(state, t)
-        value, value_opt, v_loss = self._update_value(state, t)
+        value, value_opt, value_metrics = self._update_value(state, t)
         low, high = update_return_scale(
             state.return_low, state.return_high, t.returns, self.return_rate
         )
@@ -230,21 +229,21 @@ class LEQPixelsAgent(Agent):
         )  # fmt: skip
         metrics = {
             **critic_metrics,
+            **value_metrics,
             **actor_metrics,
-            "leq/value_loss": v_loss,
-            "leq/imagined_return": jnp.mean(t.returns),
-            "leq/imagined_reward": jnp.mean(t.roll.rewards),
-            "leq/imagined_continue": jnp.mean(t.roll.continues),
-            "leq/lambda_return_gap": jnp.mean(t.returns[:-1] - t.q_mean[:-1]),
-            "leq/q_mean": jnp.mean(t.q_mean),
-            "leq/data_target": jnp.mean(t.data_targets),
-            "leq/return_scale": scale,
+            "train/imagined_return": jnp.mean(t.returns),
+            "train/imagined_reward": jnp.mean(t.roll.rewards),
+            "train/imagined_continue": jnp.mean(t.roll.continues),
+            "train/lambda_return_gap": jnp.mean(t.returns[:-1] - t.q_mean[:-1]),
+            "train/q_mean": jnp.mean(t.q_mean),
+            "train/data_target": jnp.mean(t.data_targets),
+            "train/return_scale": scale,
         }
         return state, metrics
 
     def _targets(self, state, params, window, obs_key, img_key, next_key):
         """(start latents, Targets): the windows filtered by the posterior, H imagined steps
-        from every latent, their continue-masked lambda-returns (returns.py), and the replay
+        from every latent, their continue-masked lambda-returns (agent/returns.py), and the replay
         critic's targets r + gamma_c * Q(s', a' ~ pi) on the windows' real transitions."""
         seq = sequence_from_window(window)
         latents, _, _ = self.world.observe_sequence(params, seq["images"], seq["actions"], obs_key)
@@ -291,16 +290,16 @@ class LEQPixelsAgent(Agent):
             )  # fmt: skip
             return imagined + self.data_scale * data, (imagined, data)
 
-        (loss, (imagined, data)), grads = jax.value_and_grad(critic_loss, has_aux=True)(
-            state.critic
+        critic, opt, (loss, (imagined, data)), norm = apply_gradients(
+            self.critic_tx, state.critic, state.critic_opt, critic_loss, has_aux=True
         )
-        updates, opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
         metrics = {
-            "leq/critic_loss": loss,
-            "leq/critic_imagined_loss": imagined,
-            "leq/critic_data_loss": data,
+            "train/critic_loss": loss,
+            "train/critic_imagined_loss": imagined,
+            "train/critic_data_loss": data,
+            "train/critic_grad_norm": norm,
         }
-        return optax.apply_updates(state.critic, updates), opt, metrics
+        return critic, opt, metrics
 
     def _update_value(self, state: LEQPixelsState, t: Targets):
         """The baseline V(s) regresses the critic's imagined Q values at t = 0..H, one step."""
@@ -311,9 +310,10 @@ class LEQPixelsAgent(Agent):
                 self.value_net.apply(value, feats), t.q_mean, t.weights, self.bins
             )
 
-        loss, grads = jax.value_and_grad(value_loss)(state.value)
-        updates, opt = self.value_tx.update(grads, state.value_opt, state.value)
-        return optax.apply_updates(state.value, updates), opt, loss
+        value, opt, loss, norm = apply_gradients(
+            self.value_tx, state.value, state.value_opt, value_loss
+        )
+        return value, opt, {"train/value_loss": loss, "train/value_grad_norm": norm}
 
     def _update_actor(self, state: LEQPixelsState, params, start, t: Targets, scale, dpg_key):
         """REINFORCE on the normalised lower-expectile advantage at t = 0..H (losses.actor_loss),
@@ -344,10 +344,15 @@ class LEQPixelsAgent(Agent):
             )  # fmt: skip
             return loss, jnp.mean(entropy)
 
-        (loss, entropy), grads = jax.value_and_grad(actor_loss, has_aux=True)(state.actor)
-        updates, opt = self.actor_tx.update(grads, state.actor_opt, state.actor)
-        metrics = {"leq/actor_loss": loss, "leq/actor_entropy": entropy}
-        return optax.apply_updates(state.actor, updates), opt, metrics
+        actor, opt, (loss, entropy), norm = apply_gradients(
+            self.actor_tx, state.actor, state.actor_opt, actor_loss, has_aux=True
+        )
+        metrics = {
+            "train/actor_loss": loss,
+            "train/actor_entropy": entropy,
+            "train/actor_grad_norm": norm,
+        }
+        return actor, opt, metrics
 
     # ---------------------------------------------------------------------------- acting ----
     def policy(self, state: LEQPixelsState, carry, obs, mode, key):

@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from agent.leq_pixels.losses import lower_expectile_weight
-from agent.leq_pixels.returns import continue_lambda_returns
+from agent.losses import dpg_surrogate as shared_dpg_surrogate
+from agent.losses import policy_step_weights
+from agent.returns import continue_lambda_returns
 
 sg = jax.lax.stop_gradient
 
@@ -82,7 +83,5 @@ def dpg_surrogate(
     actions: jax.Array, grads: jax.Array, returns: jax.Array, q_values: jax.Array, tau: float
 ) -> jax.Array:
     """-sum_t mean_n omega_t sg(g_t) . a_t for the actor's actions a_t [H+1, N, A]."""
-    omega = lower_expectile_weight(returns, q_values, tau)
-    omega = omega.at[-1].set(0.5)
-    per_row = jnp.sum(sg(grads) * actions, axis=-1)  # g_t . a_t, [H+1, N]
-    return -jnp.sum(jnp.mean(omega * per_row, axis=1))
+    omega = policy_step_weights(returns, q_values, tau)
+    return shared_dpg_surrogate(actions, grads, omega)

@@ -2,7 +2,8 @@
 
 Shapes: imagined steps [T, N] (the critic: t = 0..H-1; value and actor: t = 0..H, with
 G_H = Q_H), two-hot logits [.., bins]; `weights` are the trajectory weights prod_{k<=t} c_k
-(returns.trajectory_weights), held constant.
+(agent/returns.py `trajectory_weights`), held constant; w_t is the shared expectile weight
+(agent/losses.py `expectile_weight`, ties to 1 - tau).
 
     critic (imagined)  -sg(weight_t) [ w_t log p_Q(G_t | s_t, a_t)
                                        + slowreg log p_Q(Qslow_t | s_t, a_t) ],
@@ -21,14 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from agent.distributions import gaussian_log_prob, tanh_log_det, twohot_log_prob
+from agent.losses import expectile_weight
 
 sg = jax.lax.stop_gradient
 LOG_2PI_E = jnp.log(2.0 * jnp.pi * jnp.e)
-
-
-def lower_expectile_weight(target: jax.Array, pred: jax.Array, tau: float) -> jax.Array:
-    """tau where target > pred, 1 - tau elsewhere (tau < 0.5: the lower expectile)."""
-    return jnp.where(target > pred, tau, 1.0 - tau)
 
 
 def imagined_critic_loss(
@@ -42,7 +39,7 @@ def imagined_critic_loss(
     bins: jax.Array,
 ) -> jax.Array:
     """Mean over [H, N] of the imagined critic loss of the module docstring."""
-    w = lower_expectile_weight(returns, q_mean, tau)
+    w = expectile_weight(returns - q_mean, tau)
     nll = -(
         w * twohot_log_prob(logits, sg(returns), bins)
         + slowreg * twohot_log_prob(logits, sg(slow_mean), bins)
@@ -97,6 +94,6 @@ def actor_loss(
     entropy_coef: float,
 ) -> jax.Array:
     """Mean over [H+1, N] of LEQ_DV3's REINFORCE actor loss (module docstring)."""
-    w = lower_expectile_weight(returns, q_mean, tau)
+    w = expectile_weight(returns - q_mean, tau)
     advantage = sg(w * (returns - baseline) / scale)
     return jnp.mean(sg(weights) * -(log_prob * advantage + entropy_coef * entropy))

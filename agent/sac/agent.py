@@ -18,14 +18,13 @@ import jax.numpy as jnp
 import optax
 
 from agent import replay as replay_lib
-from agent.networks import polyak
+from agent.actor_critic import OnlineActorCritic, initial_fields, update_network
+from agent.losses import sample_tanh_gaussian, twin_critic_loss
+from agent.networks import critics, polyak, tanh_gaussian_actor
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
-from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
+from agent.optimizers import apply_gradients
+from agent.protocol import EVAL, Context, Spec
 from agent.sac import losses
-from agent.sac.networks import critics, gaussian_actor
-
-LEARN = "learn"
 
 
 class SACState(NamedTuple):
@@ -38,47 +37,29 @@ class SACState(NamedTuple):
     alpha_opt_state: optax.OptState
 
 
-class SACAgent(Agent):
+class SACAgent(OnlineActorCritic):
     """Soft actor-critic, one update per environment step."""
 
-    online = True
-    policy_fields = ("actor_params",)
-
     def __init__(self, cfg, spec: Spec, context: Context):
-        super().__init__(cfg, spec, context)
-        self.c = cfg.sac
-        self.actor_net = gaussian_actor(self.c.hidden, spec.act_dim)
-        self.critic_net = critics(self.c.hidden)
-        self.actor_opt = optax.adam(self.c.actor_lr)
-        self.critic_opt = optax.adam(self.c.critic_lr)
-        self.alpha_opt = optax.adam(self.c.alpha_lr)
-        self.target_entropy = -self.c.target_entropy_scale * spec.act_dim
-        self.env_steps_per_chunk = self.c.train_every
-        self.updates_per_chunk = self.c.train_every
-        self.replay_capacity = self.c.capacity
+        self.c = c = cfg.sac
+        actor = tanh_gaussian_actor(c.hidden, spec.act_dim)
+        super().__init__(cfg, spec, context, c, actor, critics(c.hidden))
+        self.alpha_opt = optax.adam(c.alpha_lr)
+        self.target_entropy = -c.target_entropy_scale * spec.act_dim
 
     def init(self, key: jax.Array, spec: Spec) -> SACState:
         actor_key, critic_key = jax.random.split(key)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor_params = self.actor_net.init(actor_key, obs)
-        critic_params = self.critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
         log_alpha = jnp.log(jnp.float32(self.c.init_temperature))
         return SACState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=jax.tree.map(jnp.copy, critic_params),
+            **initial_fields(*nets, actor_key, critic_key, spec, target_actor=False),
             log_alpha=log_alpha,
-            actor_opt_state=self.actor_opt.init(actor_params),
-            critic_opt_state=self.critic_opt.init(critic_params),
             alpha_opt_state=self.alpha_opt.init(log_alpha),
         )
 
-    def phase(self, step: int) -> str:
-        return WARMUP if step < self.c.learning_starts else LEARN
-
     def _sample(self, params: dict, obs: jax.Array, key: jax.Array):
         mean, log_std = self.actor_net.apply(params, obs)
-        return losses.sample_tanh_gaussian(mean, log_std, key)
+        return sample_tanh_gaussian(mean, log_std, key)
 
     def train(self, phase, state: SACState, replay, key) -> tuple[SACState, dict]:
         """Critic step, actor step, temperature step, then the soft target update."""
@@ -97,19 +78,19 @@ class SACAgent(Agent):
 
         def critic_loss_fn(params):
             q = self.critic_net.apply(params, obs, batch["actions"])
-            return losses.critic_loss(q, targets), q
+            return twin_critic_loss(q, targets), q
 
-        critic, critic_opt, (critic_loss, q), critic_norm = apply_gradients(
-            self.critic_opt, state.critic_params, state.critic_opt_state, critic_loss_fn, True
+        state, (critic_loss, q), critic_norm = update_network(
+            state, "critic", self.critic_opt, critic_loss_fn, has_aux=True
         )
 
         def actor_loss_fn(params):
             action, log_prob = self._sample(params, obs, new_key)
-            q_new = self.critic_net.apply(critic, obs, action)
+            q_new = self.critic_net.apply(state.critic_params, obs, action)
             return losses.actor_loss(q_new, log_prob, alpha), log_prob
 
-        actor, actor_opt, (actor_loss, log_prob), actor_norm = apply_gradients(
-            self.actor_opt, state.actor_params, state.actor_opt_state, actor_loss_fn, True
+        state, (actor_loss, log_prob), actor_norm = update_network(
+            state, "actor", self.actor_opt, actor_loss_fn, has_aux=True
         )
 
         def alpha_loss_fn(log_alpha):
@@ -118,13 +99,9 @@ class SACAgent(Agent):
         log_alpha, alpha_opt, alpha_loss, _ = apply_gradients(
             self.alpha_opt, state.log_alpha, state.alpha_opt_state, alpha_loss_fn
         )
-        state = SACState(
-            actor_params=actor,
-            critic_params=critic,
-            target_critic_params=polyak(critic, state.target_critic_params, c.tau),
+        state = state._replace(
+            target_critic_params=polyak(state.critic_params, state.target_critic_params, c.tau),
             log_alpha=log_alpha,
-            actor_opt_state=actor_opt,
-            critic_opt_state=critic_opt,
             alpha_opt_state=alpha_opt,
         )
         metrics = {
@@ -139,12 +116,9 @@ class SACAgent(Agent):
         }
         return state, metrics
 
-    def snapshot_params(self, state: SACState) -> dict:
-        return state.actor_params
-
     def policy(self, state: SACState, carry, obs, mode, key):
         """tanh(mean) in evaluation; a sample of the tanh-Gaussian when exploring."""
         mean, log_std = self.actor_net.apply(state.actor_params, flat_obs(obs, self.spec))
         if mode == EVAL:
             return carry, jnp.tanh(mean)
-        return carry, losses.sample_tanh_gaussian(mean, log_std, key)[0]
+        return carry, sample_tanh_gaussian(mean, log_std, key)[0]

@@ -1,9 +1,8 @@
 """SAC's losses (Haarnoja et al. 2018, with the automatic temperature of Haarnoja et al. 2019).
 
-a = tanh(u), u = mu(s) + sigma(s) eps, eps ~ N(0, I)
-log pi(a|s) = sum_i [ log N(u_i; mu_i, sigma_i) - log(1 - tanh(u_i)^2) ]
+a = tanh(u), u = mu(s) + sigma(s) eps, eps ~ N(0, I)       (agent/losses.py: sample_tanh_gaussian)
 y           = r + gamma m ( min_k Q'_k(s', a') - alpha log pi(a'|s') ),   a' ~ pi(.|s')
-L_Q         = sum_k mean (Q_k(s, a) - y)^2
+L_Q         = sum_k mean (Q_k(s, a) - y)^2                 (agent/losses.py: twin_critic_loss)
 L_pi        = mean ( alpha log pi(a~|s) - min_k Q_k(s, a~) ),             a~ ~ pi(.|s)
 L_alpha     = -mean ( log alpha (log pi(a~|s) + H_target) ),              H_target = -|A|
 """
@@ -12,16 +11,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-from agent.distributions import gaussian_log_prob, tanh_log_det
-
-
-def sample_tanh_gaussian(
-    mean: jax.Array, log_std: jax.Array, key: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """(a = tanh(u), log pi(a|s)) with u = mean + exp(log_std) eps (reparameterised)."""
-    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-    return jnp.tanh(u), gaussian_log_prob(u, mean, log_std) - tanh_log_det(u)
 
 
 def soft_targets(
@@ -34,11 +23,6 @@ def soft_targets(
 ) -> jax.Array:
     """y = r + gamma m (min_k Q'_k(s', a') - alpha log pi(a'|s')); next_q [B, K]."""
     return rewards + gamma * masks * (jnp.min(next_q, axis=-1) - alpha * next_log_prob)
-
-
-def critic_loss(q: jax.Array, targets: jax.Array) -> jax.Array:
-    """sum over the K critics of the mean squared error; q [B, K], targets [B]."""
-    return jnp.sum(jnp.mean(jnp.square(q - targets[:, None]), axis=0))
 
 
 def actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array) -> jax.Array:

@@ -1,6 +1,6 @@
 """TD3+BC as an offline agent on the shared runner.
 
-TD3's critic step every update (agent/td3/critic_update.py: smoothed target actions, clipped
+TD3's critic step every update (agent/actor_critic.py: smoothed target actions, clipped
 double-Q targets); every `policy_delay`-th update the actor step on TD3+BC's loss
 (agent/td3bc/losses.py) and the soft update of the target actor and critics. Observations are
 standardised with the dataset's statistics (the runner's context); rewards are used raw
@@ -15,28 +15,26 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from agent import actor_critic
 from agent import replay as replay_lib
-from agent.networks import polyak
+from agent.networks import critics, deterministic_actor
 from agent.observations import flat_obs, normalize
-from agent.programs import apply_gradients
 from agent.protocol import Agent, Context, Spec
-from agent.sac.networks import critics, deterministic_actor
-from agent.td3.critic_update import critic_update
 from agent.td3bc import losses
 
 PHASE = "td3bc"
 
 
-class TD3BCState(NamedTuple):
-    actor_params: dict
-    critic_params: dict
-    target_actor_params: dict
-    target_critic_params: dict
-    actor_opt_state: optax.OptState
-    critic_opt_state: optax.OptState
-    obs_mean: jax.Array
-    obs_std: jax.Array
-    step: jax.Array  # updates done (the actor steps on every policy_delay-th)
+# step: updates done (the actor steps on every policy_delay-th)
+TD3BCState = NamedTuple(
+    "TD3BCState",
+    [
+        *actor_critic.DETERMINISTIC_FIELDS,
+        ("obs_mean", jax.Array),
+        ("obs_std", jax.Array),
+        ("step", jax.Array),
+    ],
+)
 
 
 class TD3BCAgent(Agent):
@@ -55,20 +53,13 @@ class TD3BCAgent(Agent):
 
     def init(self, key: jax.Array, spec: Spec) -> TD3BCState:
         actor_key, critic_key = jax.random.split(key)
-        obs = jnp.zeros((1, spec.flat_obs_dim))
-        actor = self.actor_net.init(actor_key, obs)
-        critic = self.critic_net.init(critic_key, obs, jnp.zeros((1, spec.act_dim)))
+        nets = (self.actor_net, self.critic_net, self.actor_opt, self.critic_opt)
         if self.c.obs_norm:
             mean, std = jnp.asarray(self.context.obs_mean), jnp.asarray(self.context.obs_std)
         else:
             mean, std = jnp.zeros(spec.flat_obs_dim), jnp.ones(spec.flat_obs_dim)
         return TD3BCState(
-            actor_params=actor,
-            critic_params=critic,
-            target_actor_params=jax.tree.map(jnp.copy, actor),
-            target_critic_params=jax.tree.map(jnp.copy, critic),
-            actor_opt_state=self.actor_opt.init(actor),
-            critic_opt_state=self.critic_opt.init(critic),
+            **actor_critic.initial_fields(*nets, actor_key, critic_key, spec),
             obs_mean=mean,
             obs_std=std,
             step=jnp.int32(0),
@@ -90,16 +81,14 @@ class TD3BCAgent(Agent):
         batch = replay_lib.sample(replay, sample_key, self.batch)
         obs = self._obs(state, batch["observations"])
         next_obs = self._obs(state, batch["next_observations"])
-        critic, critic_opt, critic_loss, q, _ = critic_update(
+        state, critic_loss, q, _ = actor_critic.td3_critic_step(
             self.actor_net, self.critic_net, self.critic_opt, c, state, obs, batch, next_obs,
             noise_key,
         )  # fmt: skip
-        state = state._replace(critic_params=critic, critic_opt_state=critic_opt)
-        nan = jnp.float32(jnp.nan)
-        state, (actor_loss, lam) = jax.lax.cond(
-            state.step % c.policy_delay == 0,
+        state, (actor_loss, lam) = actor_critic.delayed(
+            state.step,
+            c.policy_delay,
             lambda s: self._actor_and_targets(s, obs, batch["actions"]),
-            lambda s: (s, (nan, nan)),
             state,
         )
         metrics = {
@@ -116,17 +105,10 @@ class TD3BCAgent(Agent):
             q1 = self.critic_net.apply(state.critic_params, obs, pi)[:, 0]
             return losses.actor_loss(q1, pi, actions, self.c.alpha)
 
-        actor, actor_opt, (loss, lam), _ = apply_gradients(
-            self.actor_opt, state.actor_params, state.actor_opt_state, loss_fn, True
+        state, (loss, lam), _ = actor_critic.update_network(
+            state, "actor", self.actor_opt, loss_fn, has_aux=True
         )
-        tau = self.c.tau
-        state = state._replace(
-            actor_params=actor,
-            actor_opt_state=actor_opt,
-            target_actor_params=polyak(actor, state.target_actor_params, tau),
-            target_critic_params=polyak(state.critic_params, state.target_critic_params, tau),
-        )
-        return state, (loss, lam)
+        return actor_critic.soft_update_targets(state, self.c.tau), (loss, lam)
 
     def policy(self, state: TD3BCState, carry, obs, mode, key):
         """pi(normalised s) (the same in every mode)."""

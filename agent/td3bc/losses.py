@@ -3,7 +3,7 @@
     lambda = alpha / sg( mean_b |Q_1(s_b, pi(s_b))| )
     L_pi   = -lambda mean_b Q_1(s_b, pi(s_b)) + mean_{b,i} (pi(s_b)_i - a_b,i)^2
 
-The critics are TD3's (agent/td3/losses.py: smoothed targets, clipped double Q); observations
+The critics are TD3's (agent/actor_critic.py: smoothed targets, clipped double Q); observations
 are standardised with the dataset's mean and std.
 """
 

@@ -54,7 +54,7 @@ from agent.distributions import gaussian_log_prob
 from agent.memory import replay_memory_returns as memory_returns
 from agent.networks import batched_apply, polyak
 from agent.observations import flat_obs
-from agent.programs import apply_gradients
+from agent.optimizers import apply_gradients
 from agent.protocol import EVAL, Agent, Context, Spec
 from agent.vem import losses
 from agent.vem.networks import gaussian_policy, value_heads

@@ -8,6 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from agent import losses as shared
+
 EXPECTILE_FORMS = ("paper", "code")
 
 
@@ -16,8 +18,7 @@ def expectile_paper(u: jax.Array, tau: float | jax.Array) -> jax.Array:
 
     Its minimiser over a constant V is the tau-expectile of R^ (tau > 0.5: optimistic).
     """
-    weight = jnp.where(u < 0, 1.0 - tau, tau)
-    return weight * jnp.square(u)
+    return shared.expectile_loss(u, tau)
 
 
 def expectile_code(u: jax.Array, tau: float | jax.Array) -> jax.Array:

@@ -19,7 +19,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from agent.networks import mlp
+from agent.networks import ensemble, mlp
 from agent.observations import normalize
 
 NUM_HEADS = 4
@@ -31,11 +31,7 @@ def value_heads(hidden: Sequence[int], num_heads: int = NUM_HEADS) -> hk.Transfo
 
     def forward(obs: jax.Array, obs_mean: jax.Array, obs_std: jax.Array) -> jax.Array:
         x = normalize(obs, obs_mean, obs_std)
-        heads = []
-        for i in range(num_heads):
-            with hk.experimental.name_scope(f"v{i}"):
-                heads.append(mlp(hidden, 1)(x))
-        return jnp.concatenate(heads, axis=-1)
+        return ensemble(num_heads, "v", mlp(hidden, 1), x)
 
     return hk.without_apply_rng(hk.transform(forward))
 

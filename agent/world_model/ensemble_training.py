@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agent.programs import apply_updates
+from agent.optimizers import apply_updates
 from agent.world_model.ensemble_config import EnsembleConfig
 from agent.world_model.ensemble_net import (
     EnsembleParams,
