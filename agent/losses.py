@@ -13,7 +13,7 @@ H the imagination horizon; Q' are target critics, pi' the target actor.
     DPG surrogate        L_pi = -sum_t mean_b omega_t sg(g_t) . pi(s_t)
 
 The expectile weight breaks the tie u = 0 towards 1 - tau, as the official LEQ code
-(`common.py : expectile_loss`, algorithms.md §3.2) does. In a loss w u^2 the tie is invisible
+(`common.py : expectile_loss`) does. In a loss w u^2 the tie is invisible
 (the loss and its gradient are 0 there); it only matters where the weight multiplies something
 else (LEQ's actor weights, LEQ-pixels' two-hot critic).
 """
@@ -77,7 +77,7 @@ def policy_step_weights(returns: jax.Array, q_values: jax.Array, tau: float) -> 
     """omega_t = w_tau(G_t - Q_t) for t < H, omega_H = 1/2, held constant -> [H+1, B].
 
     returns: G_t [H, B] (or [H+1, B]; row H is ignored); q_values: Q_t [H+1, B]. The weights
-    of the lower-expectile policy objective (algorithms.md §3.4): tau where the return beats
+    of the lower-expectile policy objective: tau where the return beats
     the critic, 1 - tau elsewhere."""
     horizon = q_values.shape[0] - 1
     omega = expectile_weight(returns[:horizon] - q_values[:horizon], tau)

@@ -1,4 +1,4 @@
-"""Episodic-memory returns along stored trajectories (VEM §4.2, GEM §5.1 of algorithms.md).
+"""Episodic-memory returns along stored trajectories (VEM's and GEM's official code).
 
 One kernel serves both methods: VEM passes state values V^X(s_{t+1}), GEM passes critic values
 Q^X(s_{t+1}, a~_{t+1}) at smoothed target actions. Everything here sees only flat arrays over ALL

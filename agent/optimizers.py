@@ -3,7 +3,7 @@
 `apply_gradients` is one step theta <- theta + tx(grad L(theta)) that also reports the global
 gradient norm ||grad L||_2 (the agents log it as `train/*_grad_norm`).
 
-`laprop` is DreamerV3's (and LEQ_DV3's, algorithms.md §3.10) optimiser: adaptive gradient
+`laprop` is DreamerV3's (and LEQ_DV3's) optimiser: adaptive gradient
 clipping, then LaProp (momentum of RMS-normalised gradients, both moments debiased), then a
 learning rate with linear warm-up and cosine anneal:
 

@@ -1,4 +1,4 @@
-"""LEQ's code-form lambda-return (algorithms.md §3.3(c)) on imagined trajectories, in the two
+"""LEQ's code-form lambda-return on imagined trajectories, in the two
 forms the LEQ agents use, and the masks they are made of.
 
 Both forms are one backward recursion (`lambda_return_scan`), a reversed `lax.scan` (H is a

@@ -1,4 +1,4 @@
-"""Tests of the probabilistic dynamics ensemble (algorithms.md §2.1) behind the `WorldModel`
+"""Tests of the probabilistic dynamics ensemble behind the `WorldModel`
 protocol: fitting, imagination (`imagine_step`: next latent, reward in training units,
 continue) and storage in the checkpoint format (`agent.runner.world_models`).
 

@@ -1,4 +1,4 @@
-"""The RSSM's distributions and networks against slow references (algorithms.md §2.2)."""
+"""The RSSM's distributions and networks against slow references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GEM: Generalizable Episodic Memory (online; algorithms.md §5)."""
+"""GEM: Generalizable Episodic Memory (online)."""
 
 from agent.gem.agent import GEMAgent, GEMState
 

@@ -1,4 +1,4 @@
-"""GEM: Generalizable Episodic Memory (algorithms.md §5), online, on the shared replay.
+"""GEM: Generalizable Episodic Memory, online, on the shared replay.
 
 The replay IS the episodic memory: every stored transition (FIFO, `gem.capacity` rows) has a
 memory-return pair (R^A, R^B) in `GEMState.memory`, recomputed over all stored trajectories by

@@ -1,4 +1,4 @@
-"""GEM's losses and targets (algorithms.md §5.1) as pure functions.
+"""GEM's losses and targets as pure functions.
 
 Column conventions: critic values are [B, 4] with twin A = critics (0, 1) and twin B = (2, 3);
 memory returns are [B, 2] = (R^A, R^B).

@@ -1,4 +1,4 @@
-"""GEM's networks (algorithms.md §5.3, the official `TD3LnMlpPolicy`), as haiku transforms.
+"""GEM's networks (the official `TD3LnMlpPolicy`), as haiku transforms.
 
 The actor is the shared deterministic one with LayerNorm (agent/networks.py
 `deterministic_actor(..., layer_norm=True)`: Dense-LayerNorm-ReLU per hidden layer, Dense, tanh).

@@ -1,4 +1,4 @@
-"""Per-step action gradients g_t = dQ^lambda_t / da_t for LEQ's actor (algorithms.md §3.4, 3.11.9).
+"""Per-step action gradients g_t = dQ^lambda_t / da_t for LEQ's actor.
 
 The derivative is total: a_t moves r_t, Q_t and s_{t+1}; later states respond through the model
 (its noise and member choice fixed by the same keys) and later actions through the fixed policy,

@@ -1,4 +1,4 @@
-"""The LEQ agent: BC + FQE pre-training, then LEQ updates with dataset expansion (algorithms.md §3).
+"""The LEQ agent: BC + FQE pre-training, then LEQ updates with dataset expansion.
 
 Gradient steps are counted across the three phases (`train.steps` includes pre-training):
 

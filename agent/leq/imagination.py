@@ -1,4 +1,4 @@
-"""H-step imagined rollouts of a deterministic policy through a learned model (algorithms.md §3.4).
+"""H-step imagined rollouts of a deterministic policy through a learned model.
 
     a_t     = pi(s_t) + delta_t                                  t = 0..H
     s_{t+1}, r_t, c_t = world_step(s_t, clip(a_t, -1, 1), key_t)   t = 0..H-1 (fresh key_t)

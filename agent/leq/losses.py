@@ -1,4 +1,4 @@
-"""LEQ losses (algorithms.md §3.2 and §3.4, code form).
+"""LEQ losses (code form).
 
 Critic:   L_Q = (1 - beta) L_env + beta L_model + beta R_model + (1 - beta) R_env
 Actor:    L_pi = - sum_{t=0}^{H} mean_b[ omega_t sg(g_t) . pi_theta(s_t) ]   (agent/losses.py

@@ -1,4 +1,4 @@
-"""LEQ's state-based critic and actor (algorithms.md §3.6), as haiku transforms.
+"""LEQ's state-based critic and actor, as haiku transforms.
 
 Both take the world model's input scaler (mean, std over the concatenated [s, a], from
 `WorldModel.input_scaler`) as call arguments. Deviation from LEQ: the scaler is a constant,

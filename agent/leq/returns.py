@@ -1,4 +1,4 @@
-"""Imagined-trajectory return targets for LEQ (algorithms.md §3.3).
+"""Imagined-trajectory return targets for LEQ.
 
 Shapes: rewards r [H, B], critic values Q_t = Q(s_t, a_t) [H+1, B], alive masks m [H+1, B] with
 m_0 = 1, m_{t+1} = m_t (1 - d_t). Every function is pure and jittable; the backward recursions

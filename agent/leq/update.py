@@ -1,4 +1,4 @@
-"""LEQ's pure update functions (algorithms.md §3.4, §3.5, §3.7), built once per run.
+"""LEQ's pure update functions, built once per run.
 
 Every function here is `fn(state, batch, ...) -> (state, metrics)` or a pure helper; the agent
 (`agent/leq/agent.py`) fuses them into multi-step `lax.scan` chunks. One LEQ update is:

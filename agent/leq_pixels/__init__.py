@@ -1,2 +1,2 @@
-"""LEQ from pixels (LEQ_DV3, algorithms.md §3.10): lower-expectile actor-critic in the RSSM's
+"""LEQ from pixels (LEQ_DV3): lower-expectile actor-critic in the RSSM's
 latent imagination, on a frozen world model."""

@@ -1,4 +1,4 @@
-"""LEQ from pixels (LEQ_DV3, algorithms.md §3.10): two stages in one run.
+"""LEQ from pixels (LEQ_DV3): two stages in one run.
 
     "model"  [0, model_steps)        the RSSM alone on replay windows (skipped when
                                      `world_model.path` gives a trained one)

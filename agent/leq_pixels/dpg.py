@@ -1,6 +1,6 @@
 """The DPG actor of LEQ through the RSSM (option `leq_pixels.actor_objective: dpg`).
 
-As in the state version (algorithms.md §3.4, "Policy objective"): from the start latents the
+As in the state version ("Policy objective"): from the start latents the
 deterministic actor a_t = tanh(mean(s_t)) + delta_t rolls through the frozen model with fixed
 keys (prior heads and straight-through samples), G_t is the continue-masked lambda-return
 (G_H = Q_H), and g_t = d G_t / d delta_t at delta = 0 is the TOTAL derivative of step t's

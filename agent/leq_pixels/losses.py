@@ -1,4 +1,4 @@
-"""The losses of LEQ from pixels (algorithms.md §3.10), as pure functions.
+"""The losses of LEQ from pixels, as pure functions.
 
 Shapes: imagined steps [T, N] (the critic: t = 0..H-1; value and actor: t = 0..H, with
 G_H = Q_H), two-hot logits [.., bins]; `weights` are the trajectory weights prod_{k<=t} c_k

@@ -1,4 +1,4 @@
-"""Actor, critic and value of LEQ from pixels (algorithms.md §3.10), on RSSM features.
+"""Actor, critic and value of LEQ from pixels, on RSSM features.
 
 Every hidden layer is Linear -> RMSNorm -> SiLU, as in the world model.
     actor   feature -> (mean, std) of a Gaussian over u, a = tanh(u); std in [0.1, 1]

@@ -1,4 +1,4 @@
-"""DreamerV3's return normalisation, as LEQ from pixels uses it (algorithms.md §3.10).
+"""DreamerV3's return normalisation, as LEQ from pixels uses it.
 
     low  <- (1 - rate) low + rate P5(G),   high <- (1 - rate) high + rate P95(G)
     S     = max(1, high - low)                                 (advantages are divided by S)

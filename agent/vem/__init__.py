@@ -1,4 +1,4 @@
-"""VEM: Offline RL with Value-based Episodic Memory (Ma et al., ICLR 2022; algorithms.md §4)."""
+"""VEM: Offline RL with Value-based Episodic Memory (Ma et al., ICLR 2022)."""
 
 from agent.vem.agent import VEMAgent, VEMState
 

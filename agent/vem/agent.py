@@ -1,4 +1,4 @@
-"""VEM: Offline RL with Value-based Episodic Memory (algorithms.md §4).
+"""VEM: Offline RL with Value-based Episodic Memory.
 
 Three parts, each a pure function in `losses.py` or here:
 

@@ -1,4 +1,4 @@
-"""VEM's losses as pure functions (algorithms.md §4.1, §4.3).
+"""VEM's losses as pure functions.
 
 Notation: u = R^ - V (memory return minus value), tau = the expectile level, B = batch size.
 """

@@ -1,4 +1,4 @@
-"""VEM's networks (algorithms.md §4.4), as haiku transforms without an RNG.
+"""VEM's networks, as haiku transforms without an RNG.
 
 * `value_heads`: four independent V(s) MLPs (Linear-ReLU-...-Linear(1)), returned as [B, 4].
   Heads 0, 1 form pair 1 and heads 2, 3 pair 2 (the official code's two `Critic` modules with

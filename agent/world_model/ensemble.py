@@ -1,4 +1,4 @@
-"""The state-based probabilistic dynamics ensemble (algorithms.md §2.1) behind `WorldModel`.
+"""The state-based probabilistic dynamics ensemble behind `WorldModel`.
 
 Its latent is the observation vector itself: `observe` reads the "state" field, `features` is
 the identity, and `imagine_step` samples one elite per element and takes `continue` from the

@@ -1,4 +1,4 @@
-"""Hyper-parameters of the probabilistic dynamics ensemble (defaults = algorithms.md §2.1)."""
+"""Hyper-parameters of the probabilistic dynamics ensemble (defaults: the official code's)."""
 
 from __future__ import annotations
 

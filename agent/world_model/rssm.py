@@ -1,4 +1,4 @@
-"""The RSSM world model for pixels (algorithms.md §2.2) behind `WorldModel`.
+"""The RSSM world model for pixels behind `WorldModel`.
 
 Its latent is (h, z): the GRU state and a one-hot categorical sample. Training reads sequence
 windows of replay transitions (`sequence_from_window`): L transitions give the L + 1 frames

@@ -1,4 +1,4 @@
-"""Hyper-parameters of the RSSM world model (algorithms.md §2.2), from the `rssm:` config section.
+"""Hyper-parameters of the RSSM world model, from the `rssm:` config section.
 
 The defaults are sized for this 2-core CPU; `configs/rssm_dmc_vision.yaml` holds LEQ_DV3's
 `dmc_vision` sizes for a GPU.

@@ -1,4 +1,4 @@
-"""The networks of the RSSM (algorithms.md §2.2), in haiku, as separately callable pieces.
+"""The networks of the RSSM, in haiku, as separately callable pieces.
 
     sequence model   h_t = GRU(h_{t-1}, z_{t-1}, a_{t-1})         `core`
     prior heads      p_k(z_t | h_t), k = 1..K                     `prior` (one head or all)

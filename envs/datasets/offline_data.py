@@ -59,10 +59,10 @@ def check_segment_lengths(
 ) -> None:
     """DatasetError unless no trajectory segment of `data` is longer than `max_step` rows.
 
-    For methods whose memory returns have a horizon cap (VEM / GEM's `max_step`, algorithms.md
-    §4.2): the uncapped memory kernel equals the capped one only when every segment has at most
-    `max_step` rows (one more with `end_sentinel`, the sentinel row the official GEM code appends
-    to each trajectory, as agent.memory.check_max_step counts it). `method` names the method in
+    For methods whose memory returns have a horizon cap (VEM / GEM's `max_step`): the uncapped
+    memory kernel equals the capped one only when every segment has at most `max_step` rows
+    (one more with `end_sentinel`, the sentinel row the official GEM code appends to each
+    trajectory, as agent.memory.check_max_step counts it). `method` names the method in
     the message; max_step None = no cap. The one-line message names the dataset file, the
     segment length found and the limit.
     """

@@ -1,6 +1,6 @@
 """Turn a raw dict (D4RL layout, see envs/datasets/d4rl_hdf5.py) into OfflineData.
 
-The steps follow algorithms.md §1.1-§1.2 (D4RL `qlearning_dataset`, LEQ's `D4RLDataset` and
+The steps follow the official code (D4RL `qlearning_dataset`, LEQ's `D4RLDataset` and
 IQL/LEQ reward normalisation):
 
 1. `qlearning_transitions`: pair each step with its next observation. Without a stored
@@ -119,7 +119,7 @@ def reward_affine(
     data: Mapping[str, Any] | OfflineData,
     mode: str = "auto",
 ) -> tuple[float, float]:
-    """The reward map (scale, bias) with r_used = scale * r_raw + bias (algorithms.md §1.2).
+    """The reward map (scale, bias) with r_used = scale * r_raw + bias.
 
     `data` provides raw `rewards` and `episode_ends` (a mapping or an OfflineData). With
     mode "none" the map is the identity. With mode "auto":

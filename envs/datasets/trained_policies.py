@@ -50,7 +50,7 @@ from envs.tasks.task import TaskSpec
 
 POLICY_DIR = Path(__file__).resolve().parent / "policy_files"
 MANIFEST = "policies.json"
-EXPLORATION_NOISE = 0.1  # GEM's and TD3's training exploration std (algorithms.md §5.3)
+EXPLORATION_NOISE = 0.1  # GEM's and TD3's training exploration std
 LAYER_NORM_EPS = 1e-5  # haiku.LayerNorm's default
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # agent/sac/networks.py
 TANH_GAUSSIAN, DETERMINISTIC = "tanh_gaussian", "deterministic"

@@ -9,7 +9,7 @@ RenderError line saying what to install.
 Renderer. `FrameRenderer` keeps one `dm_control.mujoco.engine.Camera` per (physics, size)
 instead of building a camera per frame as `physics.render` does, and sizes the offscreen buffer
 to the image. Both are faster and give the same pixels (tests/test_pixels.py compares them).
-`fast=True` also turns off multisampling, shadows and reflections (stack-notes: about 10-20x
+`fast=True` also turns off multisampling, shadows and reflections (about 10-20x
 faster at 64x64); that changes the look, so it is an option and never the default: V-D4RL's
 files were rendered with the default look, and a policy trained on other-looking frames would
 not transfer to them.

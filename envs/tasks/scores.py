@@ -4,7 +4,7 @@ Locomotion values are D4RL's `<env>-random-v0` references that every -v2 dataset
 uses; maze2d values are the sparse -v1 references; AntMaze's return is 0 or 1 (episodes end on
 success), so its score is the success rate; dm_control returns lie in [0, 1000] (states or
 pixels).
-Source: Farama-Foundation/D4RL d4rl/infos.py and d4rl/pointmaze/__init__.py (algorithms.md 1.4).
+Source: Farama-Foundation/D4RL d4rl/infos.py and d4rl/pointmaze/__init__.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Ground-truth termination functions used inside model rollouts (algorithms.md section 1.5).
+"""Ground-truth termination functions used inside model rollouts.
 
 Every function has the signature `done = fn(obs, action, next_obs)`, works on numpy arrays and on
 jax arrays (also under `jax.jit`), accepts any number of leading batch dimensions and returns a
