@@ -65,7 +65,7 @@ def probe_observations(task: str) -> np.ndarray:
 
 def final_policy_actions(logdir: Path, obs: np.ndarray) -> np.ndarray:
     """The deterministic actions of the newest checkpoint's policy on `obs`."""
-    from agent.runner.loop import load_policy
+    from agent.runner.run_folder import load_policy
 
     act = load_policy(logdir)
     return np.asarray(act(obs), np.float64)

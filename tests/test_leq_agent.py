@@ -17,7 +17,8 @@ from agent import checkpoint
 from agent.config import ConfigError, load_config
 from agent.methods import agent_class
 from agent.protocol import Context
-from agent.runner.loop import fresh_run, train
+from agent.runner.build import fresh_run
+from agent.runner.loop import train
 from agent.runner.rundir import WORLD_MODEL_DIR
 from agent.runner.sources import dataset_arrays, offline_context, place_replay, task_spec
 from agent.runner.world_models import build_world_model

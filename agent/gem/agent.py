@@ -46,7 +46,7 @@ from agent.memory import replay_memory_returns
 from agent.networks import batched_apply, polyak
 from agent.observations import flat_obs
 from agent.programs import apply_gradients
-from agent.protocol import EVAL, WARMUP, Agent, Context, Spec
+from agent.protocol import EVAL, WARMUP, Agent, Context, DataNeeds, Spec
 
 LEARN = "learn"
 
@@ -67,6 +67,7 @@ class GEMAgent(Agent):
 
     online = True
     policy_fields = ("actor_params",)
+    counter_fields = ("step",)
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
@@ -79,7 +80,8 @@ class GEMAgent(Agent):
         self.env_steps_per_chunk = self.g.train_every
         self.updates_per_chunk = self.g.gradient_steps
         self.replay_capacity = self.g.capacity
-        self.horizon_cap, self.end_sentinel = self.g.max_step, self.g.end_sentinel
+        self.data_needs = DataNeeds(self.g.max_step, int(self.g.end_sentinel), "gem.max_step")
+        self.snapshot_every = self.g.snapshot_every
 
     @staticmethod
     def _check(cfg) -> None:

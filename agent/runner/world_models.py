@@ -10,12 +10,12 @@ import dataclasses
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from agent import checkpoint
 from agent.config import Config, ConfigError
 from agent.logger import MetricStream
 from agent.protocol import Context, Spec
+from agent.runner.progress import FitProgress
 from agent.runner.rundir import WORLD_MODEL_DIR
 from agent.world_model import make_world_model
 
@@ -67,14 +67,13 @@ def prepare_world_model(cfg: Config, spec: Spec, context: Context, data, logdir:
         print(f"world model: the {world.kind} trains in this run's first phase", flush=True)
         params = None
     else:
-        print(f"world model: training the {world.kind}", flush=True)
+        print(f"world model: training the {world.kind} (one line per epoch)", flush=True)
         stream = MetricStream(logdir, "world_model")
         try:
             key = jax.random.PRNGKey(cfg.seed + FIT_SEED_OFFSET)
-            params = world.fit(data, key, log=stream)
+            params = world.fit(data, key, log=stream, progress=FitProgress())
         finally:
             stream.close()
         save_world_model(world, params, own)
-        elites = np.asarray(params.elites).tolist() if hasattr(params, "elites") else None
-        print(f"world model: trained (elites {elites}), saved to {own}", flush=True)
+        print(f"world model: saved to {own}", flush=True)
     return dataclasses.replace(context, world=world, world_params=params)

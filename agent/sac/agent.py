@@ -56,6 +56,7 @@ class SACAgent(Agent):
         self.env_steps_per_chunk = self.c.train_every
         self.updates_per_chunk = self.c.train_every
         self.replay_capacity = self.c.capacity
+        self.snapshot_every = self.c.snapshot_every
 
     def init(self, key: jax.Array, spec: Spec) -> SACState:
         actor_key, critic_key = jax.random.split(key)

@@ -43,6 +43,7 @@ class TD3Agent(Agent):
 
     online = True
     policy_fields = ("actor_params",)
+    counter_fields = ("step",)
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
@@ -54,6 +55,7 @@ class TD3Agent(Agent):
         self.env_steps_per_chunk = self.c.train_every
         self.updates_per_chunk = self.c.train_every
         self.replay_capacity = self.c.capacity
+        self.snapshot_every = self.c.snapshot_every
 
     def init(self, key: jax.Array, spec: Spec) -> TD3State:
         actor_key, critic_key = jax.random.split(key)
