@@ -144,3 +144,17 @@ def test_data_parallel_samples_are_split_over_the_devices():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["P('batch',)", "2", "(32,", "2)"]
+
+
+def test_each_seed_gets_the_logs_videos_and_result_of_one_run(tmp_path):
+    from agent.runner import evaluate_logdir
+
+    cfg = quick(tmp_path, "bc", "train.seeds=2", "eval.video_every=300")
+    train(cfg, tmp_path / "run")
+    for seed in (0, 1):
+        folder = tmp_path / "run" / f"seed{seed}"
+        assert list((folder / "videos").glob("*.gif")), seed
+        records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert any("eval/return" in r for r in records) and any("train/loss" in r for r in records)
+    evaluated = evaluate_logdir(tmp_path / "run", episodes=1)
+    assert evaluated["seeds"] == [0, 1] and len(evaluated["per_seed"]) == 2

@@ -260,7 +260,8 @@ class Loop:
                 # chunk to finish and for `run` to hold its result.
                 with InterruptLatch() as latch:
                     run, metrics = self._online_updates(run, runner, rows, step + chunk)
-                self.eta.record(agent.phase(step), chunk, time.perf_counter() - start)
+                # filed under the phase of its updates, which cost most (and compile first)
+                self.eta.record(agent.phase(step + chunk), chunk, time.perf_counter() - start)
                 step += chunk
                 if crossed(step, chunk, cfg.train.log_every):
                     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}

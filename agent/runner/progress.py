@@ -108,9 +108,10 @@ class PhaseEta:
         if parts is None:
             return None
         total = duration(sum(parts.values()))
-        if len(parts) < 2:
+        shown = {k: v for k, v in parts.items() if v >= 0.5}  # a phase's last moments: left out
+        if len(shown) < 2:
             return total
-        return f"{total} ({', '.join(f'{k} {duration(v)}' for k, v in parts.items())})"
+        return f"{total} ({', '.join(f'{k} {duration(v)}' for k, v in shown.items())})"
 
 
 class FitProgress:

@@ -13,6 +13,7 @@ from agent.protocol import Agent
 from agent.runner.build import RunState, fresh_run, latest_run
 from agent.runner.evaluation import evaluate, policy_fn
 from agent.runner.rundir import CHECKPOINT_DIR, CONTEXT_FILE
+from agent.runner.seeds import aggregate, seed_list, seed_slice, vmapped
 from agent.runner.sources import config_task, online_context, task_spec
 from agent.runner.world_models import build_world_model
 
@@ -44,16 +45,23 @@ def load_run(logdir: Path) -> tuple[Agent, RunState]:
 
 
 def load_policy(logdir: Path):
-    """obs -> deterministic action of the newest checkpoint in `logdir`."""
+    """obs -> deterministic action of the newest checkpoint in `logdir` (its first seed's)."""
     agent, run = load_run(logdir)
-    return policy_fn(Programs(agent), run.agent)
+    state = seed_slice(run.agent, 0) if vmapped(agent.cfg) else run.agent
+    return policy_fn(Programs(agent), state)
 
 
 def evaluate_logdir(logdir: Path, episodes: int | None = None) -> dict:
     """Evaluate the newest checkpoint of the run in `logdir`, rebuilt from its saved config."""
     agent, run = load_run(logdir)
-    cfg = agent.cfg
+    cfg, programs = agent.cfg, Programs(agent)
     count = episodes or cfg.eval.final_episodes
-    act = policy_fn(Programs(agent), run.agent)
-    metrics, _ = evaluate(act, config_task(cfg), count, cfg.seed)
-    return {"step": int(run.counters["step"]), "episodes": count, **metrics}
+    head = {"step": int(run.counters["step"]), "episodes": count}
+    if not vmapped(cfg):
+        metrics, _ = evaluate(policy_fn(programs, run.agent), config_task(cfg), count, cfg.seed)
+        return {**head, **metrics}
+    per_seed = [
+        evaluate(policy_fn(programs, seed_slice(run.agent, i)), config_task(cfg), count, seed)[0]
+        for i, seed in enumerate(seed_list(cfg))
+    ]
+    return {**head, "seeds": seed_list(cfg), **aggregate(per_seed), "per_seed": per_seed}
