@@ -21,9 +21,12 @@ from agent import checkpoint
 from agent import replay as replay_lib
 from agent.config import Config, ConfigError
 from agent.methods import agent_class
+from agent.programs import Programs
 from agent.protocol import Agent, Spec
 from agent.runner import rundir
+from agent.runner.devices import batch_shardings, seed_shardings
 from agent.runner.rundir import CHECKPOINT_DIR, CONTEXT_FILE
+from agent.runner.schedule import check_schedule
 from agent.runner.seeds import seed_list, vmapped
 from agent.runner.sources import (
     config_task,
@@ -134,3 +137,54 @@ def restore(cfg: Config, agent: Agent, spec: Spec, logdir: Path) -> RunState:
     """The newest intact checkpoint's RunState, or a fresh one."""
     run = fresh_run(cfg, agent, spec)
     return latest_run(logdir, run) or run
+
+
+def build_checked(cfg: Config, logdir: Path, online: bool) -> tuple[Agent, Any, Spec]:
+    """build(), with the schedule checked before anything is written (online) or before the
+    data is loaded (offline: the runner's intervals; the agent's once it exists)."""
+    if online:
+        agent, replay, spec = build(cfg, logdir)
+        check_schedule(cfg, agent)
+        rundir.prepare_logdir(cfg, logdir)
+        return agent, replay, spec
+    check_schedule(cfg)
+    rundir.prepare_logdir(cfg, logdir)
+    agent, replay, spec = build(cfg, logdir)
+    check_schedule(cfg, agent)
+    return agent, replay, spec
+
+
+def shardings(cfg: Config) -> tuple[Any, Any]:
+    """(split, replicated) shardings of the run's devices: split is the seed axis of vmapped
+    seeds (train.shard=seeds) or the batch axis (train.shard=batch); (None, None) on one."""
+    return seed_shardings(cfg) if vmapped(cfg) else batch_shardings(cfg)
+
+
+def programs_for(cfg: Config, agent: Agent, replay, placement: tuple) -> tuple[Programs, Any]:
+    """The run's compiled programs, and the replay placed where they read it (`placement`:
+    the `shardings` of the run)."""
+    split, replicated = placement
+    if vmapped(cfg):
+        if replicated is not None:
+            replay = jax.device_put(replay, replicated)
+        return Programs(agent, seeds=True), replay
+    if split is not None:
+        if agent.online or not isinstance(replay, replay_lib.Replay):
+            raise ConfigError(
+                f"train.shard=batch: method '{cfg.method}' here samples on the host or online; "
+                "data parallel training needs an offline dataset on the device"
+            )
+        replay = jax.device_put(replay, replicated)
+    return Programs(agent, split), replay
+
+
+def place_run(cfg: Config, run: RunState, placement: tuple) -> RunState:
+    """The run's state on the devices its programs expect: seeds split over them, or the
+    parameters replicated for data parallel batches."""
+    split, replicated = placement
+    if vmapped(cfg) and split is not None:
+        state, rng = jax.device_put((run.agent, run.rng), split)
+        return run._replace(agent=state, rng=rng)
+    if not vmapped(cfg) and replicated is not None:
+        return run._replace(agent=jax.device_put(run.agent, replicated))
+    return run

@@ -24,15 +24,22 @@ import numpy as np
 
 from agent import checkpoint
 from agent import replay as replay_lib
-from agent.config import Config, ConfigError
+from agent.config import Config
 from agent.encoders import image_fields
 from agent.methods import agent_class
 from agent.programs import Programs
 from agent.protocol import WARMUP, Agent, Spec
 from agent.runner import rundir
-from agent.runner.build import RunState, build, restore, typed_counters
+from agent.runner.build import (
+    RunState,
+    build_checked,
+    place_run,
+    programs_for,
+    restore,
+    shardings,
+    typed_counters,
+)
 from agent.runner.collector import Collector
-from agent.runner.devices import batch_shardings, seed_shardings
 from agent.runner.evaluation import evaluate, policy_fn
 from agent.runner.interrupts import InterruptLatch
 from agent.runner.jax_setup import configure_jax
@@ -40,7 +47,6 @@ from agent.runner.progress import EVAL_SECONDS_PER_STEP, PhaseEta
 from agent.runner.run_logs import RunLogs
 from agent.runner.rundir import CHECKPOINT_DIR, RESULT_FILE, WORLD_MODEL_DIR
 from agent.runner.schedule import (
-    check_schedule,
     chunk_length,
     crossed,
     evaluations_left,
@@ -72,11 +78,12 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
     online, seeds = agent_class(cfg.method).online, vmapped(cfg)
     if seeds:
         check_seeds(cfg, online)
-    agent, replay, spec = _build_checked(cfg, logdir, online)
+    placement = shardings(cfg)  # before the data: a device-count mismatch is a config error
+    agent, replay, spec = build_checked(cfg, logdir, online)
     if seeds:
         check_seeds(cfg, online, draws_on_host(agent, replay))
-    programs, replay = _programs(cfg, agent, replay)
-    run = _place(cfg, restore(cfg, agent, spec, logdir))
+    programs, replay = programs_for(cfg, agent, replay, placement)
+    run = place_run(cfg, restore(cfg, agent, spec, logdir), placement)
     step = int(run.counters["step"])
     if step:
         print(f"resumed from step {step}", flush=True)
@@ -94,53 +101,6 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
         return loop.final_evaluation(run)
     finally:
         loop.close()
-
-
-def _build_checked(cfg: Config, logdir: Path, online: bool) -> tuple[Agent, object, Spec]:
-    """build(), with the schedule checked before anything is written (online) or before the
-    data is loaded (offline: the runner's intervals; the agent's once it exists)."""
-    if online:
-        agent, replay, spec = build(cfg, logdir)
-        check_schedule(cfg, agent)
-        rundir.prepare_logdir(cfg, logdir)
-        return agent, replay, spec
-    check_schedule(cfg)
-    rundir.prepare_logdir(cfg, logdir)
-    agent, replay, spec = build(cfg, logdir)
-    check_schedule(cfg, agent)
-    return agent, replay, spec
-
-
-def _programs(cfg: Config, agent: Agent, replay) -> tuple[Programs, object]:
-    """The run's compiled programs, and the replay placed where they read it."""
-    if vmapped(cfg):
-        _, replicated = seed_shardings(cfg)
-        if replicated is not None:
-            replay = jax.device_put(replay, replicated)
-        return Programs(agent, seeds=True), replay
-    batch_sharding, replicated = batch_shardings(cfg)
-    if batch_sharding is not None:
-        if agent.online or not isinstance(replay, replay_lib.Replay):
-            raise ConfigError(
-                f"train.shard=batch: method '{cfg.method}' here samples on the host or online; "
-                "data parallel training needs an offline dataset on the device"
-            )
-        replay = jax.device_put(replay, replicated)
-    return Programs(agent, batch_sharding), replay
-
-
-def _place(cfg: Config, run: RunState) -> RunState:
-    """The run's state on the devices its programs expect (sharded seeds, replicated params)."""
-    if vmapped(cfg):
-        stacked, _ = seed_shardings(cfg)
-        if stacked is not None:
-            state, rng = jax.device_put((run.agent, run.rng), stacked)
-            run = run._replace(agent=state, rng=rng)
-        return run
-    _, replicated = batch_shardings(cfg)
-    if replicated is not None:
-        run = run._replace(agent=jax.device_put(run.agent, replicated))
-    return run
 
 
 class Loop:
