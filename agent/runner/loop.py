@@ -136,6 +136,10 @@ class Loop:
             episodes = (periodic * cfg.eval.episodes + cfg.eval.final_episodes) * len(self.seeds)
         prior = self.spec.max_episode_steps * EVAL_SECONDS_PER_STEP
         self.eta = PhaseEta(phases, agent.phase_costs, episodes, prior)
+        ahead = ", ".join(f"{phase} {steps}" for phase, steps in phases.items())
+        unit = "environment steps" if agent.online else "steps"
+        evaluations = f", then {episodes} evaluation episodes in all" if episodes else ""
+        self.logs.message(f"training: {ahead} {unit}{evaluations}")
 
     def close(self) -> None:
         for close in self.closers:
@@ -318,6 +322,12 @@ class Loop:
             head["episodes"] = cfg.eval.final_episodes
             # A pixel task's frames are its observations, so recording them costs nothing.
             record = bool(cfg.eval.video_every) or bool(image_fields(self.spec))
+            eta = self.eta.text() if self.eta is not None else None
+            self.logs.message(
+                f"final evaluation: {cfg.eval.final_episodes} episodes"
+                + (f" per seed ({len(self.seeds)} seeds)" if self.stacked else "")
+                + (f", eta {eta}" if eta else "")
+            )
             per_seed = self.evaluate_and_log(run, step, cfg.eval.final_episodes, record)
         else:
             per_seed = [{} for _ in self.seeds]
