@@ -20,6 +20,7 @@ from agent.protocol import Context
 from agent.runner.build import fresh_run
 from agent.runner.loop import train
 from agent.runner.rundir import WORLD_MODEL_DIR
+from agent.runner.schedule import check_schedule
 from agent.runner.sources import dataset_arrays, offline_context, place_replay, task_spec
 from agent.runner.world_models import build_world_model
 from envs.datasets import load_dataset
@@ -165,7 +166,7 @@ def test_bad_leq_settings_are_config_errors(data_dir):
     ):
         cfg = _cfg(data_dir, override)
         with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("(", r"\(")):
-            _construct(cfg)
+            check_schedule(cfg, _construct(cfg))  # the runner checks the agent's chunk_aligned
 
 
 # --------------------------------------------------------------------- whole runs (slow) ----
