@@ -6,6 +6,12 @@
     programs: jit(begin_chunk(phase, ...) ; scan(train(phase, ...)))  (agent/programs.py)
     runner  --policy(state, carry, obs, mode, key)-->     (carry, action)
 
+Besides these functions the runner reads only what an agent declares here: `online`,
+`uses_world_model`, `device_replay`, `host_loop_chunks`, `has_policy`, `data_needs` (what it
+needs from its data), its chunks (offline `train.updates_per_call` gradient steps; online
+`env_steps_per_chunk` and `updates_per_chunk`) and `chunk_aligned` intervals, `snapshot_every`,
+`counter_fields` (for vmapped seeds) and `phase_costs` (the ETA's prior).
+
 Agents are pure: they never call `jax.jit`, never read a host integer out of their state and
 never import `envs` or the runner; everything a task contributes (observation fields, action
 size, termination function, dataset statistics) reaches them through `Spec` and `Context`.
