@@ -172,6 +172,7 @@ class OnlineActorCritic(Agent):
         self.env_steps_per_chunk = c.train_every
         self.updates_per_chunk = c.train_every
         self.replay_capacity = c.capacity
+        self.snapshot_every = c.snapshot_every
 
     def phase(self, step: int) -> str:
         """WARMUP (uniform random actions, no learning) before `learning_starts` env steps."""

@@ -90,6 +90,8 @@ class Logger:
             dynamic_ncols=True,
             disable=quiet or self._plain,
             file=sys.stdout,
+            # no tqdm estimate of the time left: one rate over phases of other speeds misleads
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]",
         )
         self._shown: dict[str, float] = {}
         self._total, self._start_step, self._start_time = total_steps, initial_step, time.time()
@@ -134,20 +136,24 @@ class Logger:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=40)
         tmp.replace(folder / f"{prefix}{step:09d}.gif")
 
-    def advance(self, step: int) -> None:
-        """Move the progress bar to `step` (plain mode: a line every 10 % of the run)."""
+    def advance(self, step: int, eta: str | None = None) -> None:
+        """Move the progress bar to `step` (plain mode: a line every 10 % of the run). `eta`:
+        the time left in words (default: elapsed time per step so far times the steps left)."""
+        if eta is not None:
+            self._bar.set_postfix({**self._shown, "eta": eta}, refresh=False)
         self._bar.update(step - self._bar.n)
         if self._plain and (step - self._last_plain >= self._total / 10 or step == self._total):
             self._last_plain = step
-            print(self._progress_line(step), flush=True)
+            print(self._progress_line(step, eta), flush=True)
 
-    def _progress_line(self, step: int) -> str:
-        elapsed = time.time() - self._start_time
-        done = step - self._start_step
-        eta = elapsed / done * (self._total - step) if done else float("nan")
+    def _progress_line(self, step: int, eta: str | None = None) -> str:
+        if eta is None:
+            elapsed = time.time() - self._start_time
+            done = step - self._start_step
+            eta = f"{elapsed / done * (self._total - step):.0f}s" if done else "?"
         shown = " ".join(f"{k}={v}" for k, v in self._shown.items())
         percent = 100 * step / self._total
-        return f"step {step}/{self._total} ({percent:.0f}%) {shown} eta {eta:.0f}s"
+        return f"step {step}/{self._total} ({percent:.0f}%) {shown} eta {eta}"
 
     def message(self, text: str) -> None:
         """Print a line without breaking the progress bar."""

@@ -7,7 +7,9 @@ per (phase, length). The keys are counter-based, so a chunk is a pure function o
     key of train step t   = fold_in(fold_in(rng, 1), t)
     key of begin_chunk(t) = fold_in(fold_in(rng, 2), t)      (t = steps done before the chunk)
 
-`seeds_chunk` vmaps a chunk over seeds (agent/runner/seeds.py); the agents never see it.
+With `seeds=True` every chunk program is vmapped over a leading seed axis of (state, rng) and
+the replay is shared: one run trains several seeds (agent/runner/seeds.py); the agents never
+see it.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ def _chunk_means(metrics: dict) -> dict:
 class Programs:
     """Compiled programs of one agent, built on first use and cached."""
 
-    def __init__(self, agent: Agent, batch_sharding: Any = None) -> None:
+    def __init__(self, agent: Agent, batch_sharding: Any = None, seeds: bool = False) -> None:
         self.agent = agent
         self.batch_sharding = batch_sharding  # data parallel: see replay.sharded_batches
+        self.seeds = seeds  # states and rngs carry a leading seed axis
         self._chunks: dict[tuple, Callable] = {}
         self._policy = jax.jit(agent.policy, static_argnames=("mode",))
         # Donated: the write is in place instead of a copy of the whole replay per chunk.
@@ -48,10 +51,14 @@ class Programs:
     def chunk(self, phase: str, length: int, fed: bool = False) -> Callable:
         """(state, replay, rng, step) -> (state, metrics): begin_chunk, then `length` steps.
 
-        fed: `replay` is a batch pytree [length, ...] drawn on the host, one slice per step."""
+        fed: `replay` is a batch pytree [length, ...] drawn on the host, one slice per step.
+        With seeds: (states [N, ...], replay, rngs [N, 2], step) -> (states, metrics [N])."""
         key = (phase, length, fed)
         if key not in self._chunks:
-            if self.agent.host_loop_chunks:
+            if self.seeds:
+                chunk = self._make_chunk(phase, length, fed)
+                program = jax.jit(vmap_seeds(chunk, self.agent.counter_fields))
+            elif self.agent.host_loop_chunks:
                 program = self._make_host_loop(phase, length, fed)
             else:
                 program = jax.jit(self._make_chunk(phase, length, fed))
@@ -68,15 +75,6 @@ class Programs:
                 return program(*args)
 
         return sharded
-
-    def seeds_chunk(self, phase: str, length: int) -> Callable:
-        """chunk() vmapped over a leading seed axis of (state, rng); the replay is shared:
-        (states [N, ...], replay, rngs [N, 2], step) -> (states, metrics [N])."""
-        key = ("seeds", phase, length)
-        if key not in self._chunks:
-            program = self._make_chunk(phase, length, fed=False)
-            self._chunks[key] = jax.jit(vmap_seeds(program))
-        return self._chunks[key]
 
     def _make_host_loop(self, phase: str, length: int, fed: bool) -> Callable:
         """The same program as _make_chunk (same keys, same steps) as a Python loop over one
@@ -137,22 +135,27 @@ class Programs:
         return self._add(replay, rows)
 
 
-def vmap_seeds(program: Callable) -> Callable:
+def vmap_seeds(program: Callable, counter_fields: tuple[str, ...] = ()) -> Callable:
     """`program(state, replay, rng, step)` vmapped over the seed axis of (state, rng), with the
-    state's `step` counter (when it has one) passed as ONE number: the seeds move in lockstep, so
-    their counters are equal, and a `lax.cond` on the counter stays a branch. Batched, its
-    predicate would turn the cond into a select that runs both branches every time (VEM's
-    memory refresh at every step instead of every `memory_every`, LEQ's model expansion at
-    every chunk)."""
+    state's `counter_fields` (step counters the agent declares) passed as ONE value: the seeds
+    move in lockstep, so their counters are equal, and a `lax.cond` on a counter stays a branch.
+    Batched, its predicate would turn the cond into a select that runs both branches every time
+    (VEM's memory refresh at every step instead of every `memory_every`, LEQ's model expansion
+    at every chunk)."""
     plain = jax.vmap(program, in_axes=(0, None, 0, None))
 
     def run(states: Any, replay: Any, rngs: jax.Array, step: jax.Array) -> tuple[Any, dict]:
-        if "step" not in getattr(states, "_fields", ()):
+        fields = getattr(states, "_fields", ())
+        shared = [name for name in counter_fields if name in fields]
+        if not shared:
             return plain(states, replay, rngs, step)
-        seeds = states.step.shape[0]
-        axes = type(states)(*(None if name == "step" else 0 for name in states._fields))
+        seeds = jax.tree.leaves(rngs)[0].shape[0]
+        axes = type(states)(*(None if name in shared else 0 for name in fields))
         lockstep = jax.vmap(program, in_axes=(axes, None, 0, None), out_axes=(axes, 0))
-        states, metrics = lockstep(states._replace(step=states.step[0]), replay, rngs, step)
-        return states._replace(step=jnp.broadcast_to(states.step, (seeds,))), metrics
+        first = {name: getattr(states, name)[0] for name in shared}
+        states, metrics = lockstep(states._replace(**first), replay, rngs, step)
+        spread = lambda x: jnp.broadcast_to(x, (seeds, *jnp.shape(x)))  # noqa: E731
+        again = {name: spread(getattr(states, name)) for name in shared}
+        return states._replace(**again), metrics
 
     return run

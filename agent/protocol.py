@@ -6,6 +6,12 @@
     programs: jit(begin_chunk(phase, ...) ; scan(train(phase, ...)))  (agent/programs.py)
     runner  --policy(state, carry, obs, mode, key)-->     (carry, action)
 
+Besides these functions the runner reads only what an agent declares here: `online`,
+`uses_world_model`, `device_replay`, `host_loop_chunks`, `has_policy`, `data_needs` (what it
+needs from its data), its chunks (offline `train.updates_per_call` gradient steps; online
+`env_steps_per_chunk` and `updates_per_chunk`) and `chunk_aligned` intervals, `snapshot_every`,
+`counter_fields` (for vmapped seeds) and `phase_costs` (the ETA's prior).
+
 Agents are pure: they never call `jax.jit`, never read a host integer out of their state and
 never import `envs` or the runner; everything a task contributes (observation fields, action
 size, termination function, dataset statistics) reaches them through `Spec` and `Context`.
@@ -58,6 +64,20 @@ class Spec:
 
 
 @dataclass(frozen=True)
+class DataNeeds:
+    """What an agent needs from its data; the runner refuses data that does not fit, in one line.
+
+    max_rows: the longest trajectory, in rows, it can learn from (None: any length);
+    sentinel_rows: the rows it adds after each trajectory end (1: a sentinel row), counted
+    in max_rows; setting: the config key that sets max_rows, named in the message.
+    """
+
+    max_rows: int | None = None
+    sentinel_rows: int = 0
+    setting: str = ""
+
+
+@dataclass(frozen=True)
 class Context:
     """What the runner learned from the data before the agent is built.
 
@@ -91,8 +111,13 @@ class Agent(abc.ABC):
     online: ClassVar[bool] = False
     uses_world_model: ClassVar[bool] = False
     device_replay: ClassVar[bool] = True  # False: batches may be drawn on the host (big data)
-    horizon_cap: int | None = None  # longest trajectory its memory may sweep (None: any)
-    end_sentinel: bool = False  # its memory counts a sentinel row after each trajectory end
+    data_needs: DataNeeds = DataNeeds()  # what it needs from its data (the runner checks it)
+    # State fields that count the agent's own steps: equal in every seed of a vmapped run, so
+    # the seeds share one value and a `lax.cond` on it stays a branch (agent/programs.py).
+    counter_fields: ClassVar[tuple[str, ...]] = ()
+    # Relative wall time of one step of each phase (missing: 1): the ETA's prior for a phase
+    # that has not run yet; once it runs, its measured rate replaces the prior.
+    phase_costs: ClassVar[Mapping[str, float]] = {}
     # True: a chunk's steps run as a Python loop over one jitted step instead of one lax.scan.
     # XLA on CPU runs convolutions inside a loop about 6x slower than outside one (measured by
     # benchmarks/pixels.py), and unrolling the scan instead compiles for minutes.
@@ -125,6 +150,11 @@ class Agent(abc.ABC):
         """(carry, action [B, act_dim]) for a batch of observations; `mode` in POLICY_MODES.
 
         carry: None for memoryless policies, a recurrent latent for agents with one."""
+
+    def chunk_aligned(self) -> dict[str, int]:
+        """The agent's own intervals (config key -> steps) that must be whole numbers of chunks:
+        phase ends and `begin_chunk` periods, since `begin_chunk` runs only at a chunk's start."""
+        return {}
 
     def batch_size(self, phase: str) -> int:
         """Rows per `train` step of `phase`; needed when batches are drawn on the host."""
@@ -166,10 +196,25 @@ class Agent(abc.ABC):
     env_steps_per_chunk: int = 0  # environment steps collected between two chunks of updates
     updates_per_chunk: int = 0  # gradient steps per chunk once learning has started
     replay_capacity: int = 0  # rows of the online replay (FIFO)
+    snapshot_every: int = 0  # environment steps between two policy snapshots (0: none)
 
     def snapshot_params(self, state: State) -> dict | None:
         """Policy parameters to save as a behaviour snapshot (None: not supported)."""
         return None
+
+
+class FitEpoch(NamedTuple):
+    """One epoch of a world-model fit, as the progress display shows it.
+
+    summary: what the epoch reached, in words ("holdout mse 0.012, elites [0, 3, 4]");
+    least_left / most_left: epochs still to run at least / at most (None: no cap), which early
+    stopping decides; done: the fit has ended (summary describes the model it returns)."""
+
+    epoch: int
+    summary: str
+    least_left: int
+    most_left: int | None
+    done: bool = False
 
 
 class WorldModel(abc.ABC):
@@ -193,8 +238,16 @@ class WorldModel(abc.ABC):
         """Training loss on a batch (sequences for models trained jointly, like an RSSM)."""
         raise NotImplementedError(f"{type(self).__name__} is trained with `fit`")
 
-    def fit(self, data: Any, key: jax.Array, log: Callable | None = None) -> Any:
-        """Train to early stopping on a whole dataset and return the params (ensemble)."""
+    def fit(
+        self,
+        data: Any,
+        key: jax.Array,
+        log: Callable | None = None,
+        progress: Callable[[FitEpoch], None] | None = None,
+    ) -> Any:
+        """Train to early stopping on a whole dataset and return the params (ensemble).
+
+        log(epoch, metrics) records each epoch; progress gets a `FitEpoch` per epoch."""
         raise NotImplementedError(f"{type(self).__name__} is trained jointly with `loss`")
 
     @abc.abstractmethod

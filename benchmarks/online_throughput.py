@@ -35,7 +35,8 @@ from agent import replay as replay_lib  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.methods import agent_class  # noqa: E402
 from agent.programs import Programs  # noqa: E402
-from agent.runner.loop import Collector, new_counters  # noqa: E402
+from agent.runner.build import new_counters  # noqa: E402
+from agent.runner.collector import Collector  # noqa: E402
 from agent.runner.sources import EpisodeRunner, online_context, task_spec  # noqa: E402
 from benchmarks.matmul_peak import matmul_gflops  # noqa: E402
 

@@ -16,7 +16,7 @@ import pytest
 
 from agent.config import load_config
 from agent.programs import Programs
-from agent.runner.loop import build, fresh_run
+from agent.runner.build import build, fresh_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -66,7 +66,8 @@ def probe_observations(task: str) -> np.ndarray:
 def final_policy_actions(logdir: Path, obs: np.ndarray) -> np.ndarray:
     """The deterministic actions of the newest checkpoint's policy on `obs`."""
     from agent.programs import Programs
-    from agent.runner.loop import load_run, policy_fn
+    from agent.runner.evaluation import policy_fn
+    from agent.runner.run_folder import load_run
 
     agent, run = load_run(logdir)  # as `run.py eval` rebuilds a run
     act = policy_fn(Programs(agent), run.agent)

@@ -20,7 +20,7 @@ from agent.methods import METHODS, agent_class
 from agent.observations import observation_stats
 from agent.programs import Programs
 from agent.protocol import EVAL, EXPLORE, POLICY_MODES, WARMUP, Context, Field, Spec
-from agent.runner.loop import RunState, new_counters
+from agent.runner.build import RunState, new_counters
 from agent.runner.world_models import build_world_model
 from tests.conftest import leaves_equal
 

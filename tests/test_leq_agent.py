@@ -17,8 +17,10 @@ from agent import checkpoint
 from agent.config import ConfigError, load_config
 from agent.methods import agent_class
 from agent.protocol import Context
-from agent.runner.loop import fresh_run, train
+from agent.runner.build import fresh_run
+from agent.runner.loop import train
 from agent.runner.rundir import WORLD_MODEL_DIR
+from agent.runner.schedule import check_schedule
 from agent.runner.sources import dataset_arrays, offline_context, place_replay, task_spec
 from agent.runner.world_models import build_world_model
 from envs.datasets import load_dataset
@@ -163,7 +165,8 @@ def test_bad_leq_settings_are_config_errors(data_dir):
         ("world_model.hidden=[8]", "world_model: weight_decays needs 2 entries"),
     ):
         with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("(", r"\(")):
-            _construct(_cfg(data_dir, override))  # choices are checked on loading
+            cfg = _cfg(data_dir, override)  # choices are checked on loading
+            check_schedule(cfg, _construct(cfg))  # the runner checks the agent's chunk_aligned
 
 
 # --------------------------------------------------------------------- whole runs (slow) ----

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from agent.config import ConfigError, load_config
-from agent.runner import train, train_one
+from agent.runner import train
 from tests.resume import assert_same_final_state, copy_as_killed_after, final_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def test_vmapped_seeds_end_where_separate_runs_end(tmp_path, method):
     stacked = final_state(tmp_path / "both", STEPS)
     for i, seed in enumerate((3, 4)):
         alone = tmp_path / f"seed{seed}"
-        single = train_one(quick(tmp_path, method, f"seed={seed}"), alone)
+        single = train(quick(tmp_path, method, f"seed={seed}"), alone)
         state = final_state(alone, STEPS)
         assert state.keys() == stacked.keys()
         for key, value in state.items():  # agent state and keys stacked; counters shared
@@ -54,15 +54,14 @@ def test_a_branch_on_the_step_counter_stays_a_branch_across_seeds(tmp_path, meth
     import jax
 
     from agent.programs import Programs
-    from agent.runner.loop import build
-    from agent.runner.seeds import fresh_seeds
+    from agent.runner.build import build, fresh_run
 
     cfg = quick(tmp_path, method, "train.seeds=2")
     (tmp_path / "run").mkdir()
     agent, replay, spec = build(cfg, tmp_path / "run")
-    run = fresh_seeds(cfg, agent, spec)
+    run = fresh_run(cfg, agent, spec)
     phase = agent.phase(cfg.train.steps - 1)  # VEM's policy phase, LEQ's imagination phase
-    chunk = Programs(agent).seeds_chunk(phase, 2)
+    chunk = Programs(agent, seeds=True).chunk(phase, 2)
     assert " cond[" in str(jax.make_jaxpr(chunk)(run.agent, replay, run.rng, 0))
     states, _ = chunk(run.agent, replay, run.rng, 0)
     assert states.step.tolist() == [2, 2]
@@ -145,3 +144,17 @@ def test_data_parallel_samples_are_split_over_the_devices():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["P('batch',)", "2", "(32,", "2)"]
+
+
+def test_each_seed_gets_the_logs_videos_and_result_of_one_run(tmp_path):
+    from agent.runner import evaluate_logdir
+
+    cfg = quick(tmp_path, "bc", "train.seeds=2", "eval.video_every=300")
+    train(cfg, tmp_path / "run")
+    for seed in (0, 1):
+        folder = tmp_path / "run" / f"seed{seed}"
+        assert list((folder / "videos").glob("*.gif")), seed
+        records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert any("eval/return" in r for r in records) and any("train/loss" in r for r in records)
+    evaluated = evaluate_logdir(tmp_path / "run", episodes=1)
+    assert evaluated["seeds"] == [0, 1] and len(evaluated["per_seed"]) == 2

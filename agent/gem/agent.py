@@ -46,7 +46,7 @@ from agent.losses import smoothed_target_actions
 from agent.memory import replay_memory_returns
 from agent.networks import batched_apply, deterministic_actor
 from agent.observations import flat_obs
-from agent.protocol import Context, Spec
+from agent.protocol import Context, DataNeeds, Spec
 
 # memory: [capacity, 2] memory returns (R^A, R^B) of every replay row; step: gradient steps done
 GEMState = NamedTuple(
@@ -57,13 +57,15 @@ GEMState = NamedTuple(
 class GEMAgent(actor_critic.OnlineActorCritic):
     """GEM (memory on) or TD3 (memory off) on the runner's online replay."""
 
+    counter_fields = ("step",)
+
     def __init__(self, cfg, spec: Spec, context: Context):
         self.g = g = cfg.gem
         self._check(cfg)
         actor = deterministic_actor(g.hidden, spec.act_dim, layer_norm=True)
         super().__init__(cfg, spec, context, g, actor, critics(g.hidden))
         self.updates_per_chunk = g.gradient_steps
-        self.horizon_cap, self.end_sentinel = self.g.max_step, self.g.end_sentinel
+        self.data_needs = DataNeeds(g.max_step, int(g.end_sentinel), "gem.max_step")
 
     @staticmethod
     def _check(cfg) -> None:

@@ -1,19 +1,16 @@
-"""The runner: one loop for offline and online training, evaluation, the run folder, the CLI."""
+"""The runner: one loop for offline and online training, one seed or several vmapped seeds,
+evaluation, the run folder, the CLI.
 
-from pathlib import Path
+    build.py       the agent with its data and world model; the RunState; restoring it
+    loop.py        `train`: the training loop, its evaluations, reports and checkpoints
+    collector.py   acting in the simulator (online methods)
+    seeds.py       several seeds in one vmapped program
+    run_logs.py    where metrics go (per seed and their mean)
+    progress.py    the ETA of the phases ahead, the world-model fit's progress lines
+    run_folder.py  a run rebuilt from its folder: `run.py eval`
+"""
 
-from agent.config import Config
-from agent.runner.loop import evaluate_logdir
-from agent.runner.loop import train as train_one
-from agent.runner.seeds import train_seeds
+from agent.runner.loop import train
+from agent.runner.run_folder import evaluate_logdir
 
-
-def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
-    """One run of `cfg` (runner/loop.py), or its `train.seeds` seeds as one vmapped program
-    (runner/seeds.py; `train.shard: seeds` spreads them over the devices)."""
-    if cfg.train.seeds > 1 or cfg.train.shard == "seeds":
-        return train_seeds(cfg, logdir, quiet)
-    return train_one(cfg, logdir, quiet)
-
-
-__all__ = ["evaluate_logdir", "train", "train_one", "train_seeds"]
+__all__ = ["evaluate_logdir", "train"]

@@ -4,12 +4,34 @@ step, with the D4RL normalised score and an optional recording of the first epis
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import jax
 import numpy as np
 
+from agent.programs import Programs
+from agent.protocol import EVAL
 from envs import TaskSpec
 
 EVAL_SEED_OFFSET = 10_000  # keeps evaluation resets apart from data-collection seeds
+EVAL_SEED = 0  # evaluation policies are deterministic; their key is never used
+
+
+def policy_fn(programs: Programs, state: Any) -> Callable[[Any], np.ndarray]:
+    """obs [B, ...] (a flat vector batch or a dict of fields) -> deterministic actions.
+
+    One function per evaluation: a recurrent policy's carry starts empty and follows the
+    batch from call to call (the batch's episodes start together)."""
+
+    key = jax.random.PRNGKey(EVAL_SEED)
+    carry = [None]  # a recurrent policy's memory: episodes evaluated together start together
+
+    def act(obs):
+        obs = obs if isinstance(obs, dict) else {"state": np.asarray(obs, np.float32)}
+        carry[0], action = programs.policy(state, carry[0], obs, EVAL, key)
+        return np.asarray(action)
+
+    return act
 
 
 def evaluate(

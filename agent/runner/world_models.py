@@ -17,6 +17,7 @@ from agent import checkpoint
 from agent.config import Config, ConfigError
 from agent.logger import MetricStream
 from agent.protocol import Context, Spec
+from agent.runner.progress import FitProgress
 from agent.runner.rundir import WORLD_MODEL_DIR
 from agent.world_model import make_world_model
 
@@ -80,10 +81,9 @@ def prepare_world_model(cfg: Config, spec: Spec, context: Context, data, logdir:
         print(f"world model: the {world.kind} trains in this run's first phase", flush=True)
         params = None
     else:
-        print(f"world model: training the {world.kind}", flush=True)
+        print(f"world model: training the {world.kind} (one line per epoch)", flush=True)
         params = _fit_and_save(cfg, world, data, own)
-        elites = np.asarray(params.elites).tolist() if hasattr(params, "elites") else None
-        print(f"world model: trained (elites {elites}), saved to {own}", flush=True)
+        print(f"world model: saved to {own}", flush=True)
     return dataclasses.replace(context, world=world, world_params=params)
 
 
@@ -91,7 +91,8 @@ def _fit_and_save(cfg: Config, world, data, own: Path):
     """Fit the world model with the run's own key on `data` and save it in `own`."""
     stream = MetricStream(own.parent, "world_model")
     try:
-        params = world.fit(data, jax.random.PRNGKey(cfg.seed + FIT_SEED_OFFSET), log=stream)
+        key = jax.random.PRNGKey(cfg.seed + FIT_SEED_OFFSET)
+        params = world.fit(data, key, log=stream, progress=FitProgress())
     finally:
         stream.close()
     save_world_model(world, params, own)

@@ -29,6 +29,8 @@ TD3State = NamedTuple("TD3State", [*actor_critic.DETERMINISTIC_FIELDS, ("step", 
 class TD3Agent(actor_critic.OnlineActorCritic):
     """TD3, one update per environment step."""
 
+    counter_fields = ("step",)
+
     def __init__(self, cfg, spec: Spec, context: Context):
         self.c = c = cfg.td3
         actor = deterministic_actor(c.hidden, spec.act_dim)

@@ -41,6 +41,7 @@ class TD3BCAgent(Agent):
     """TD3 plus a behaviour-cloning term in the actor loss, on normalised observations."""
 
     policy_fields = ("actor_params", "obs_mean", "obs_std")
+    counter_fields = ("step",)
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)

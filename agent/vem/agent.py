@@ -55,7 +55,7 @@ from agent.memory import replay_memory_returns as memory_returns
 from agent.networks import batched_apply, polyak
 from agent.observations import flat_obs
 from agent.optimizers import apply_gradients
-from agent.protocol import EVAL, Agent, Context, Spec
+from agent.protocol import EVAL, Agent, Context, DataNeeds, Spec
 from agent.vem import losses
 from agent.vem.networks import gaussian_policy, value_heads
 
@@ -83,6 +83,7 @@ class VEMAgent(Agent):
     """VEM with the memory refresh fused into the jitted steps."""
 
     policy_fields = ("policy_params", "obs_mean", "obs_std")
+    counter_fields = ("step",)
 
     def __init__(self, cfg, spec: Spec, context: Context):
         super().__init__(cfg, spec, context)
@@ -94,7 +95,7 @@ class VEMAgent(Agent):
         self.policy_net = gaussian_policy(self.v.policy_hidden, spec.act_dim)
         self.value_opt = optax.adam(self.v.value_lr)
         self.policy_opt = optax.adam(self.v.policy_lr)
-        self.horizon_cap, self.end_sentinel = self.v.max_step, self.v.end_sentinel
+        self.data_needs = DataNeeds(self.v.max_step, int(self.v.end_sentinel), "vem.max_step")
 
     @staticmethod
     def _check(cfg) -> None:

@@ -108,7 +108,13 @@ class EnsembleWorldModel(WorldModel):
             jnp.arange(self.config.num_elites, dtype=jnp.int32),
         )
 
-    def fit(self, data: Any, key: jax.Array, log: Callable | None = None) -> EnsembleParams:
+    def fit(
+        self,
+        data: Any,
+        key: jax.Array,
+        log: Callable | None = None,
+        progress: Callable | None = None,
+    ) -> EnsembleParams:
         """Fit the input scaler, train to early stop, pick elites (`OfflineData`-like data)."""
         if data.observations.shape[1] != self.obs_dim or data.actions.shape[1] != self.act_dim:
             raise ValueError(
@@ -116,7 +122,7 @@ class EnsembleWorldModel(WorldModel):
                 f"model expects {self.obs_dim}/{self.act_dim}"
             )
         x, y = inputs_and_targets(data)
-        return fit_ensemble(x, y, key, self.config, log)
+        return fit_ensemble(x, y, key, self.config, log, progress)
 
     def loss(self, params: EnsembleParams, batch: dict, key: jax.Array) -> tuple:
         """The ensemble's training loss (every member on the same batch of transitions)."""

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from agent.optimizers import apply_updates
+from agent.protocol import FitEpoch
 from agent.world_model.ensemble_config import EnsembleConfig
 from agent.world_model.ensemble_net import (
     EnsembleParams,
@@ -179,17 +180,43 @@ def _epoch_log(metrics: dict, best_mse: np.ndarray, since: int, dt: float, n_eli
     return out
 
 
+def _fit_summary(best_mse: np.ndarray, elites: np.ndarray) -> str:
+    """The holdout error of the elites and who they are, in words."""
+    members = " ".join(str(int(e)) for e in sorted(elites))
+    return f"holdout mse {float(best_mse[elites].mean()):.4g} (elite mean), elites [{members}]"
+
+
+def _epoch_progress(
+    epoch: int, since: int, metrics: dict, best_mse: np.ndarray, config: EnsembleConfig
+) -> FitEpoch:
+    """Where the fit stands after `epoch`: at least `patience - since` more epochs (early
+    stopping needs that many without improvement), at most up to `max_epochs`."""
+    improved = int(np.sum(metrics["improved"]))
+    summary = (
+        f"{_fit_summary(best_mse, select_elites(best_mse, config.num_elites))}, "
+        f"{improved}/{len(best_mse)} members improved"
+    )
+    most = None if config.max_epochs is None else max(0, config.max_epochs - epoch)
+    least = max(0, config.patience - since)
+    if most is not None:
+        least = min(least, most)
+    return FitEpoch(epoch, summary, least, most)
+
+
 def fit_ensemble(
     x: np.ndarray,
     y: np.ndarray,
     key: jax.Array,
     config: EnsembleConfig,
     log: Callable | None = None,
+    progress: Callable[[FitEpoch], None] | None = None,
 ) -> EnsembleParams:
     """Train until no member improved for `patience` epochs (or `max_epochs`), restore each
     member's best snapshot and pick the elites. x: [N, in] raw inputs, y: [N, D] raw targets.
 
-    log(epoch, metrics) gets one call per epoch and a final call with "elites" (a tuple of ints).
+    log(epoch, metrics) gets one call per epoch and a final call with "elites" (a tuple of ints);
+    progress gets a `FitEpoch` per epoch (holdout error, current elites, epochs left) and a last
+    one when the fit ends.
     """
     split_key, init_key, epoch_key = jax.random.split(key, 3)
     data, mean, std = split_data(x, y, split_key, config)
@@ -205,12 +232,17 @@ def fit_ensemble(
             best = np.asarray(state.best_mse)
             dt = time.perf_counter() - t0
             log(epoch, _epoch_log(metrics, best, since, dt, config.num_elites))
+        if progress is not None:
+            progress(_epoch_progress(epoch, since, metrics, np.asarray(state.best_mse), config))
         if since >= config.patience or (
             config.max_epochs is not None and epoch >= config.max_epochs
         ):
             break
     best_mse = np.asarray(state.best_mse)
     elites = select_elites(best_mse, config.num_elites)
+    if progress is not None:
+        summary = _fit_summary(best_mse, elites)
+        progress(FitEpoch(epoch, summary, least_left=0, most_left=0, done=True))
     if log is not None:
         log(
             epoch,
