@@ -63,7 +63,7 @@ class GEMAgent(actor_critic.OnlineActorCritic):
         self.g = g = cfg.gem
         self._check(cfg)
         actor = deterministic_actor(g.hidden, spec.act_dim, layer_norm=True)
-        super().__init__(cfg, spec, context, g, actor, critics(g.hidden))
+        super().__init__(cfg, spec, context, g, actor, critics(g.hidden, form=g.critic_form))
         self.updates_per_chunk = g.gradient_steps
         self.data_needs = DataNeeds(g.max_step, int(g.end_sentinel), "gem.max_step")
 

@@ -3,8 +3,11 @@
 The actor is the shared deterministic one with LayerNorm (agent/networks.py
 `deterministic_actor(..., layer_norm=True)`: Dense-LayerNorm-ReLU per hidden layer, Dense, tanh).
 
-* `critics`: `num_critics` independent Q(s, a) MLPs; the action is concatenated to the output of
-  the first hidden layer (not to the input), every hidden layer is Dense-LayerNorm-ReLU.
+* `critics`: `num_critics` independent Q(s, a) MLPs, every hidden layer Dense-LayerNorm-ReLU.
+  `critic_form="official"` (the official `mlp_td3`): [s, a] at the input, and the action
+  concatenated again to the first layer's Dense output, before its LayerNorm and ReLU (so the
+  LayerNorm spans width + |A| features). `critic_form="late_action"` (this project's earlier
+  form): s alone at the input, the action concatenated after the first layer's ReLU.
   Returns [B, num_critics]; critics (0, 1) form twin A and (2, 3) twin B.
 
 No observation normalisation (GEM feeds raw observations).
@@ -23,18 +26,31 @@ from agent.networks import ensemble
 NUM_CRITICS = 4
 
 
+def _layer_norm(name: str, x: jax.Array) -> jax.Array:
+    return hk.LayerNorm(-1, create_scale=True, create_offset=True, name=f"{name}_ln")(x)
+
+
 def _dense_ln_relu(width: int, name: str, x: jax.Array) -> jax.Array:
-    x = hk.Linear(width, name=f"{name}_dense")(x)
-    x = hk.LayerNorm(-1, create_scale=True, create_offset=True, name=f"{name}_ln")(x)
-    return jax.nn.relu(x)
+    return jax.nn.relu(_layer_norm(name, hk.Linear(width, name=f"{name}_dense")(x)))
 
 
-def critics(hidden: Sequence[int], num_critics: int = NUM_CRITICS) -> hk.Transformed:
+def _first_layer(width: int, form: str, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """Layer 0 with the action's re-entry: official ReLU(LN([Dense([s, a]), a])); late_action
+    [ReLU(LN(Dense(s))), a]."""
+    if form == "official":
+        x = hk.Linear(width, name="layer_0_dense")(jnp.concatenate([obs, action], axis=-1))
+        x = jnp.concatenate([x, action], axis=-1)
+        return jax.nn.relu(_layer_norm("layer_0", x))
+    return jnp.concatenate([_dense_ln_relu(width, "layer_0", obs), action], axis=-1)
+
+
+def critics(
+    hidden: Sequence[int], num_critics: int = NUM_CRITICS, form: str = "official"
+) -> hk.Transformed:
     """(obs [B, obs_dim], action [B, act_dim]) -> Q [B, num_critics]."""
 
     def one_critic(obs: jax.Array, action: jax.Array) -> jax.Array:
-        x = _dense_ln_relu(hidden[0], "layer_0", obs)
-        x = jnp.concatenate([x, action], axis=-1)
+        x = _first_layer(hidden[0], form, obs, action)
         for i, width in enumerate(hidden[1:], start=1):
             x = _dense_ln_relu(width, f"layer_{i}", x)
         return hk.Linear(1, name="out")(x)
