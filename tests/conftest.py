@@ -1,30 +1,86 @@
 """Shared fixtures and helpers of the test suite.
 
-Everything heavy is built once per session: datasets go to one session folder (`data_dir`), and
-`agent_parts` builds an agent with its replay through the runner's own code.
+Everything heavy is built once per session:
+
+- one XLA compilation cache for the session and every `run.py` subprocess it starts (set through
+  the environment, so subprocesses and Ray workers inherit it);
+- datasets in one session folder (`data_dir`, `pixel_data_dir`);
+- one run per canonical debug configuration (`leq_debug_run`, `bc_debug_run`, `vem_debug_run`,
+  `gem_debug_run`), shared by every test that asserts something about it: its files, metrics,
+  evaluation, fingerprint, resume and world-model reuse.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from agent.config import load_config
-from agent.programs import Programs
-from agent.runner.loop import build, fresh_run
-
 ROOT = Path(__file__).resolve().parent.parent
+
+# jax writes only compilations slower than 1 s or larger than a few bytes by default; the test
+# suite's programs are many small ones compiled again by every run, so cache them all.
+XLA_CACHE_SETTINGS = {
+    "jax_persistent_cache_min_compile_time_secs": 0.0,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
+}
 
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: runs simulators or whole training runs (`pytest -m 'not slow'` skips)"
+        "markers", "slow: trains a run or starts a simulator-heavy build (`-m 'not slow'` skips)"
     )
+    _use_compilation_cache(config)
+
+
+def _use_compilation_cache(config) -> None:
+    """Point this process and its subprocesses at one persistent XLA compilation cache: the
+    user's JAX_COMPILATION_CACHE_DIR, else pytest's cache folder (kept between sessions), else a
+    temporary folder."""
+    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if not folder:
+        cache = getattr(config, "cache", None)
+        folder = str(cache.mkdir("xla") if cache else tempfile.mkdtemp(prefix="xla-cache-"))
+    settings = {"jax_compilation_cache_dir": folder, **XLA_CACHE_SETTINGS}
+    for name, value in settings.items():
+        os.environ[name.upper()] = str(value)  # run.py subprocesses and Ray workers
+        jax.config.update(name, value)
+    _count_cache_events()
+
+
+CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": 0, "/jax/compilation_cache/cache_misses": 0}
+
+
+def _count_cache_events() -> None:
+    from jax._src import monitoring  # no public listener API
+
+    def listen(event: str, **_) -> None:
+        if event in CACHE_EVENTS:
+            CACHE_EVENTS[event] += 1
+
+    monitoring.register_event_listener(listen)
+
+
+def pytest_terminal_summary(terminalreporter):
+    hits, misses = CACHE_EVENTS.values()
+    terminalreporter.write_line(
+        f"XLA compilation cache (this process): {hits} hits, {misses} misses, in "
+        f"{os.environ.get('JAX_COMPILATION_CACHE_DIR')}"
+    )
+
+
+# ----------------------------------------------------------------------------- datasets ----
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +89,23 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.fixture(scope="session")
+def pixel_data_dir(tmp_path_factory) -> Path:
+    """One folder for the session's tiny pixel dataset (`tiny_random_pixels`)."""
+    return tmp_path_factory.mktemp("pixel_data")
+
+
+def tiny_random_pixels(data: Path) -> list[str]:
+    """Config overrides for a 500-step random pixel dataset kept in `data` (no policy files)."""
+    return [f"dataset.dir={data}", "dataset.quality=random", "dataset.size=500"]
+
+
+# ---------------------------------------------------------------------------- the CLI ----
+
+
 def run_py(args: list[str], timeout: int = 300, **kwargs) -> subprocess.CompletedProcess:
-    """`python run.py ARGS` from the repository root, output captured."""
+    """`python run.py ARGS` in a subprocess from the repository root, output captured. Only for
+    what needs a process of its own (the smoke run, signals); `cli` runs the rest in-process."""
     return subprocess.run(
         [sys.executable, "run.py", *args],
         cwd=ROOT,
@@ -45,16 +116,115 @@ def run_py(args: list[str], timeout: int = 300, **kwargs) -> subprocess.Complete
     )
 
 
-def agent_parts(names: list[str], overrides: list[str], logdir: Path):
-    """(cfg, agent, replay, spec, run) built as `train` builds them (data, world model, state)."""
-    cfg = load_config(names, overrides)
-    logdir.mkdir(parents=True, exist_ok=True)
-    agent, replay, spec = build(cfg, logdir)
-    return cfg, agent, replay, spec, fresh_run(cfg, agent, spec)
+@dataclasses.dataclass
+class CliResult:
+    """What `python run.py ARGS` would have returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(args: list[str]) -> CliResult:
+    """`python run.py ARGS` run in this process: the CLI's exit status and its output. The
+    SIGTERM handler that the CLI installs is put back afterwards."""
+    from agent.runner.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's own errors
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    return CliResult(int(code or 0), out.getvalue(), err.getvalue())
+
+
+# ---------------------------------------------------------- canonical debug runs ----
+
+
+@dataclasses.dataclass
+class DebugRun:
+    """A finished debug run: its train arguments (the config names and --set overrides), the
+    loaded config, its folder, what `run.py` printed and its result line."""
+
+    names: list[str]
+    sets: list[str]
+    logdir: Path
+    stdout: str
+    result: dict
+
+    @property
+    def cfg(self):
+        from agent.config import load_config
+
+        return load_config(self.names, self.sets)
+
+    def train_args(self, logdir: Path) -> list[str]:
+        """`run.py` arguments that train this run's config in `logdir` (a resume when it holds
+        a copy of this run)."""
+        configs = [word for name in self.names for word in ("--config", name)]
+        sets = [word for value in self.sets for word in ("--set", value)]
+        return ["train", *configs, *sets, "--logdir", str(logdir), "--quiet"]
+
+    def lines(self, name: str = "metrics.jsonl") -> list[dict]:
+        return [json.loads(x) for x in (self.logdir / name).read_text().splitlines()]
+
+
+def _debug_run(method: str, folder: Path, data: Path, subprocess_: bool = False) -> DebugRun:
+    """The fingerprinted debug run of `method` (tests/fingerprint.py's RUNS) with the settings
+    that only add observations (OBSERVERS: videos, more evaluations, kept checkpoints,
+    snapshots), never change what is trained; tests/test_fingerprints.py checks that it still
+    ends with the recorded fingerprint."""
+    from tests.fingerprint import OBSERVERS, RUNS
+
+    names, sets = RUNS[method]
+    sets = [*sets, f"dataset.dir={data}", "seed=0", *OBSERVERS[method]]
+    run = DebugRun(names, sets, folder, "", {})
+    args = run.train_args(folder)
+    done = run_py(args) if subprocess_ else cli(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run.stdout = done.stdout
+    run.result = json.loads(done.stdout.strip().splitlines()[-1])
+    return run
+
+
+@pytest.fixture(scope="session")
+def leq_debug_run(tmp_path_factory, data_dir) -> DebugRun:
+    """`python run.py train --config default --config debug` (LEQ on hopper medium-replay) in a
+    real subprocess: the smoke run of the command line."""
+    return _debug_run("leq", tmp_path_factory.mktemp("leq") / "run", data_dir, subprocess_=True)
+
+
+@pytest.fixture(scope="session")
+def bc_debug_run(tmp_path_factory, data_dir) -> DebugRun:
+    """BC's debug run on the default data."""
+    return _debug_run("bc", tmp_path_factory.mktemp("bc") / "run", data_dir)
+
+
+@pytest.fixture(scope="session")
+def vem_debug_run(tmp_path_factory, data_dir) -> DebugRun:
+    """VEM's debug run on maze2d-umaze."""
+    return _debug_run("vem", tmp_path_factory.mktemp("vem") / "run", data_dir)
+
+
+@pytest.fixture(scope="session")
+def gem_debug_run(tmp_path_factory, data_dir) -> DebugRun:
+    """GEM's debug run on hopper (online), every checkpoint kept, evaluated and snapshotted
+    every 100 steps."""
+    return _debug_run("gem", tmp_path_factory.mktemp("gem") / "run", data_dir)
+
+
+# ------------------------------------------------------------------------ programs ----
 
 
 def run_chunk(agent, state, replay, phase: str, length: int, step: int = 0, seed: int = 0):
     """One compiled chunk of `length` steps of `phase` from `step` -> (state, metrics)."""
+    from agent.programs import Programs
+
     program = Programs(agent).chunk(phase, length)
     return program(state, replay, jax.random.PRNGKey(seed), step)
 

@@ -222,12 +222,13 @@ def test_a_users_vd4rl_folder_with_a_wrong_action_size_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_path):
+def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_path, pixel_data_dir):
     from agent.config import load_config
-    from tests.resume import tiny_random_pixels, train_straight_and_resumed
+    from tests.conftest import tiny_random_pixels
+    from tests.resume import train_straight_and_resumed
 
     sets = [
-        *tiny_random_pixels(tmp_path),
+        *tiny_random_pixels(pixel_data_dir),
         "train.steps=100",
         "train.checkpoint_every=50",
         "train.eval_every=0",
