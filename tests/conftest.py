@@ -44,6 +44,56 @@ def pytest_configure(config):
     _use_compilation_cache(config)
 
 
+# Tests that take over ~1.5 s on 2 idle cores but sit in files other work owns (pure maths
+# checks, runner tests): marked slow here by function name, so a test keeps its mark when it
+# moves to another file. Whole runs and simulator builds in the other files carry the decorator.
+SLOW_BY_NAME = frozenset(
+    {
+        # whole training runs (runner tests)
+        "test_ctrl_c_during_a_learning_chunk_saves_it_and_the_rerun_matches",
+        "test_ctrl_c_during_a_periodic_checkpoint_write_still_saves_and_the_rerun_matches",
+        "test_sigterm_stops_a_background_run_with_its_work_saved",
+        "test_a_branch_on_the_step_counter_stays_a_branch_across_seeds",
+        "test_vmapped_seeds_end_where_separate_runs_end",
+        "test_vmapped_seeds_resume_bit_identical",
+        "test_cli_prints_a_range_error_in_one_line_with_status_2",  # a run.py subprocess
+        # compile-bound checks of the maths and networks
+        "test_imagine_step_applies_reward_affine_and_termination",
+        "test_loss_matches_numpy_reference",
+        "test_step_gradient_wrt_action_matches_finite_differences",
+        "test_training_learns_linear_system",
+        "test_numpy_actor_matches_the_haiku_actor",
+        "test_fused_policy_gradient_equals_surrogate_gradient",
+        "test_networks_shapes_and_normalisation",
+        "test_policy_surrogate_gradient_is_weighted_dpg",
+        "test_production_gradients_equal_reference_float32",
+        "test_production_gradients_equal_reference_float64",
+        "test_dpg_action_gradients_are_each_steps_own_total_derivative",
+        "test_imagined_critic_loss_against_a_loop",
+        "test_shared_rollout_equals_the_separate_form_run_with_one_key",
+        "test_the_actor_steps_rollout_is_the_one_the_critic_would_imagine_with_that_key",
+        "test_end_sentinel_changes_nothing_where_the_end_is_not_bootstrapped",
+        "test_end_sentinel_matches_brute_force_on_the_official_layout",
+        "test_forms_match_brute_force",
+        "test_sampling_is_uniform_over_valid_rows_only",
+        "test_windows_never_cross_trajectory_ends",
+        "test_imagination_draws_one_prior_head_per_step",
+        "test_loss_finite_and_kl_over_every_head",
+        "test_open_loop_predicts_every_step_after_the_context",
+        "test_straight_through_sample_is_one_hot_with_probability_gradient",
+        "test_training_lowers_the_loss_on_a_fixed_batch",
+        "test_interleaved_schedule_updates_value_and_policy_each_step",
+        "test_train_chunk_refreshes_at_step_zero_and_at_the_phase_switch",
+    }
+)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if getattr(item, "originalname", item.name) in SLOW_BY_NAME:
+            item.add_marker(pytest.mark.slow)
+
+
 def _use_compilation_cache(config) -> None:
     """Point this process and its subprocesses at one persistent XLA compilation cache: the
     user's JAX_COMPILATION_CACHE_DIR, else pytest's cache folder (kept between sessions), else a
