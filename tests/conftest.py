@@ -30,10 +30,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # jax writes only compilations slower than 1 s or larger than a few bytes by default; the test
-# suite's programs are many small ones compiled again by every run, so cache them all.
+# suite's programs are many small ones compiled again by every run, so cache them all. A whole
+# session writes about 50 MB; the cap keeps a cache reused across sessions bounded (LRU).
 XLA_CACHE_SETTINGS = {
     "jax_persistent_cache_min_compile_time_secs": 0.0,
     "jax_persistent_cache_min_entry_size_bytes": 0,
+    "jax_compilation_cache_max_size": 512 * 2**20,
 }
 
 
@@ -88,6 +90,7 @@ SLOW_BY_NAME = frozenset(
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items):
     for item in items:
         if getattr(item, "originalname", item.name) in SLOW_BY_NAME:

@@ -24,7 +24,7 @@ IMAGE = (16, 16, 3)
 @pytest.fixture(scope="module")
 def world():
     model = RssmWorldModel(TINY, 2, IMAGE)
-    return model, model.init(jax.random.PRNGKey(0))
+    return model, jax.jit(model.init)(jax.random.PRNGKey(0))  # one program, not op by op
 
 
 def window(batch=2, length=5, seed=0):
