@@ -2,7 +2,8 @@
 
 `python -m tests.fingerprint --write` records them in tests/records/fingerprints.json, under this
 processor's signature (its vector extensions, `cpu_signature`); the test in
-tests/test_fingerprints.py reruns the debug runs and compares with the record of its signature.
+tests/test_fingerprints.py compares the session's debug runs (tests/conftest.py's fixtures: RUNS
+plus OBSERVERS) with the record of its signature.
 A fingerprint is functional, so it survives a change of the state's layout: the last logged
 training metrics, the final evaluation, and the final policy's deterministic actions on fixed
 probe observations (every parameter of the actor shows there; the critics show through the
@@ -26,6 +27,16 @@ RUNS = {
     "leq": (["default", "debug"], []),
     "vem": (["vem_maze2d_umaze", "debug"], []),
     "gem": (["gem_hopper", "debug"], []),
+}
+# Settings the test suite's shared debug runs add to RUNS for its other checks. They only add
+# observations (videos, evaluations, kept checkpoints, snapshots), never change what is trained:
+# evaluation runs its own simulators with its own seeds and never draws from the training RNG.
+# The fingerprint test holds them to that.
+OBSERVERS = {
+    "bc": [],
+    "leq": ["eval.video_every=200", "train.keep_checkpoints=10"],
+    "vem": ["train.keep_checkpoints=10"],
+    "gem": ["train.keep_checkpoints=10", "train.eval_every=100", "gem.snapshot_every=100"],
 }
 PROBES = 16
 # XLA compiles for the host's vector extensions, so float results (and, through the simulators'
@@ -82,6 +93,12 @@ def fingerprint(method: str, data_dir: Path, work: Path) -> dict:
     cfg = load_config(names, [*sets, f"dataset.dir={data_dir}", "seed=0"])
     logdir = work / method
     result = train(cfg, logdir, quiet=True)
+    return summarise(logdir, result, cfg.task)
+
+
+def summarise(logdir: Path, result: dict, task: str) -> dict:
+    """The fingerprint of a finished run: its final evaluation, the last value of every
+    training metric, and its final policy's actions on the task's probe observations."""
     records = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
     train_metrics = {}
     for record in records:  # the last value of every training metric
@@ -92,7 +109,7 @@ def fingerprint(method: str, data_dir: Path, work: Path) -> dict:
                 if k.startswith(("train/", "pretrain/")) and "per_second" not in k
             }
         )
-    actions = final_policy_actions(logdir, probe_observations(cfg.task))
+    actions = final_policy_actions(logdir, probe_observations(task))
     return {
         "result": {k: v for k, v in result.items() if k.startswith("eval/")},
         "train": train_metrics,

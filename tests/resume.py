@@ -44,8 +44,3 @@ def train_straight_and_resumed(cfg, tmp_path: Path, kill_after: int) -> tuple[di
     train(cfg, resumed, quiet=True)
     assert_same_final_state(straight, resumed, cfg.train.steps)
     return result, straight, resumed
-
-
-def tiny_random_pixels(tmp_path: Path) -> list[str]:
-    """Config overrides for a 500-step random pixel dataset in tmp_path (no policy files)."""
-    return [f"dataset.dir={tmp_path / 'data'}", "dataset.quality=random", "dataset.size=500"]

@@ -1,4 +1,9 @@
-"""`run.py` end to end on the debug preset: files written, errors, SIGKILL and resume."""
+"""`run.py` end to end on the debug preset: files written, errors, SIGKILL and resume.
+
+The debug run itself is the session's `leq_debug_run` (tests/conftest.py): a real `run.py`
+subprocess, shared with the fingerprint, LEQ and world-model tests. User mistakes run the CLI in
+this process (`cli`): they stop before anything is compiled.
+"""
 
 import json
 import os
@@ -14,63 +19,36 @@ import pytest
 from agent import checkpoint
 from agent.config import load_config
 from agent.runner.rundir import CHECKPOINT_DIR
-from tests.conftest import ROOT
-from tests.conftest import run_py as _run
-from tests.resume import train_straight_and_resumed
-
-pytestmark = pytest.mark.slow
+from tests.conftest import ROOT, cli
+from tests.resume import assert_same_final_state, copy_as_killed_after, train_straight_and_resumed
 
 
-def test_debug_run_writes_config_metrics_events_and_checkpoint(tmp_path, data_dir):
-    logdir = tmp_path / "run"
-    proc = _run(
-        [
-            "train",
-            "--config",
-            "default",
-            "--config",
-            "debug",
-            "--logdir",
-            str(logdir),
-            "--set",
-            f"dataset.dir={data_dir}",
-            "--set",
-            "eval.video_every=200",  # debug records no video; this test checks that it works
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.mark.slow
+def test_debug_run_writes_config_metrics_events_and_checkpoint(leq_debug_run):
+    logdir = leq_debug_run.logdir
     assert (logdir / "config.yaml").is_file()
-    lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
+    lines = leq_debug_run.lines()
     scores = [x["eval/normalized_score"] for x in lines if "eval/normalized_score" in x]
     assert scores and all(np.isfinite(scores))
     assert any(k.startswith(("train/", "pretrain/")) for x in lines for k in x)
     assert list((logdir / "tb").glob("events.out.tfevents.*"))
     assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)[-1] == 400
-    assert list((logdir / "videos").glob("*.gif"))
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list((logdir / "videos").glob("*.gif"))  # debug records none; eval.video_every=200
+    result = leq_debug_run.result
     assert result["step"] == 400 and "eval/normalized_score" in result
 
-    evaluated = _run(["eval", "--logdir", str(logdir), "--episodes", "1"])
+    evaluated = cli(["eval", "--logdir", str(logdir), "--episodes", "1"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "normalized score" in evaluated.stdout
 
 
-def test_sigkill_after_first_checkpoint_then_resume(tmp_path, data_dir):
+@pytest.mark.slow
+def test_sigkill_after_first_checkpoint_then_resume(leq_debug_run, tmp_path):
+    """`run.py` killed (SIGKILL) after its first checkpoint, rerun with the same command: it
+    resumes and ends bit-identical to the session's uninterrupted run of the same config."""
     logdir = tmp_path / "killed"
-    args = [
-        "train",
-        "--config",
-        "default",
-        "--config",
-        "debug",
-        "--logdir",
-        str(logdir),
-        "--set",
-        f"dataset.dir={data_dir}",
-        "--set",
-        "train.steps=3000",
-        "--quiet",
-    ]
+    args = leq_debug_run.train_args(logdir)
+    steps = leq_debug_run.cfg.train.steps
     proc = subprocess.Popen(
         [sys.executable, "run.py", *args],
         cwd=ROOT,
@@ -84,28 +62,45 @@ def test_sigkill_after_first_checkpoint_then_resume(tmp_path, data_dir):
     proc.wait()
     killed_at = checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)
     assert killed_at, "no checkpoint was written before the deadline"
-    assert killed_at[-1] < 3000, "the run finished before it could be killed"
+    assert killed_at[-1] < steps, "the run finished before it could be killed"
 
-    resumed = _run(args)
+    resumed = cli(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     line = next(x for x in resumed.stdout.splitlines() if x.startswith("resumed from step"))
     assert int(line.split()[-1]) >= killed_at[-1] > 0
-    assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)[-1] == 3000
+    assert checkpoint.checkpoint_steps(logdir / CHECKPOINT_DIR)[-1] == steps
+    assert_same_final_state(leq_debug_run.logdir, logdir, steps)
 
 
-@pytest.mark.parametrize("placement", ["device", "host"])
-def test_resumed_bc_run_ends_with_the_same_parameters(placement, tmp_path, data_dir):
-    """A run killed after checkpoint 200 and resumed ends bit-identical to an uninterrupted one,
-    with its replay on the device or on the host (batches drawn there by (seed, step) and
-    prefetched)."""
-    sets = [f"dataset.dir={data_dir}", "method=bc", f"replay.placement={placement}"]
-    cfg = load_config(["default", "debug"], sets)
-    _, _, interrupted = train_straight_and_resumed(cfg, tmp_path, kill_after=200)
-    assert cfg.train.steps == 400
+def _check_trimmed_metrics(interrupted) -> None:
     logged = [json.loads(x) for x in (interrupted / "metrics.jsonl").read_text().splitlines()]
     steps = [x["step"] for x in logged]
     assert steps == sorted(steps), "metrics logged after the resumed checkpoint were not trimmed"
     assert [x["step"] for x in logged if "train/loss" in x] == [100, 200, 300, 400]
+
+
+@pytest.mark.slow
+def test_resumed_bc_run_ends_with_the_same_parameters(bc_debug_run, tmp_path):
+    """A run killed after checkpoint 200 and resumed ends bit-identical to an uninterrupted one,
+    with its replay on the device (`auto` places the debug data there)."""
+    cfg = bc_debug_run.cfg
+    assert cfg.train.steps == 400 and cfg.replay.placement == "auto"
+    interrupted = tmp_path / "resumed"
+    copy_as_killed_after(bc_debug_run.logdir, interrupted, 200)
+    from agent.runner import train
+
+    train(cfg, interrupted, quiet=True)
+    assert_same_final_state(bc_debug_run.logdir, interrupted, 400)
+    _check_trimmed_metrics(interrupted)
+
+
+@pytest.mark.slow
+def test_resumed_bc_run_on_the_host_replay_ends_with_the_same_parameters(tmp_path, data_dir):
+    """The same with the replay on the host (batches drawn there by (seed, step), prefetched)."""
+    sets = [f"dataset.dir={data_dir}", "method=bc", "replay.placement=host"]
+    cfg = load_config(["default", "debug"], sets)
+    _, _, interrupted = train_straight_and_resumed(cfg, tmp_path, kill_after=200)
+    _check_trimmed_metrics(interrupted)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +112,7 @@ def test_resumed_bc_run_ends_with_the_same_parameters(placement, tmp_path, data_
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(args, fragment, tmp_path):
-    proc = _run(["train", *args, "--logdir", str(tmp_path / "x")])
+    proc = cli(["train", *args, "--logdir", str(tmp_path / "x")])
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert fragment in proc.stderr and "Traceback" not in proc.stderr
@@ -134,7 +129,7 @@ def test_horizon_cap_refuses_longer_trajectories_in_one_line(
     preset, override, fragment, tmp_path, data_dir
 ):
     """The memory kernels are uncapped: data whose trajectories exceed max_step are refused."""
-    proc = _run(
+    proc = cli(
         ["train", "--config", preset, "--config", "debug", "--logdir", str(tmp_path / "x")]
         + ["--set", override, "--set", f"dataset.dir={data_dir}"]
     )

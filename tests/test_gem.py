@@ -22,7 +22,7 @@ from agent.networks import deterministic_actor
 from agent.observations import STATE, state_spec
 from agent.protocol import EVAL, EXPLORE, WARMUP, Context, Spec
 from envs.datasets.trained_policies import POLICY_DIR
-from tests.conftest import leaves_equal, run_chunk, run_py
+from tests.conftest import cli, leaves_equal, run_chunk
 from tests.resume import assert_same_final_state, copy_as_killed_after, final_state
 from tests.test_memory import brute_force
 
@@ -371,32 +371,9 @@ def test_select_snapshots():
 # A debug-sized online run, its resume, and the behaviour pipeline built on its snapshots
 
 
-@pytest.fixture(scope="module")
-def gem_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gem_hopper")
-    args = [
-        "train",
-        "--config",
-        "gem_hopper",
-        "--config",
-        "debug",
-        "--set",
-        "train.keep_checkpoints=10",
-        "--set",
-        "train.eval_every=100",
-        "--set",
-        "gem.snapshot_every=100",
-        "--quiet",
-    ]
-    logdir = root / "straight"
-    proc = run_py([*args, "--logdir", str(logdir)])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return args, logdir
-
-
 @pytest.mark.slow
-def test_debug_run_writes_metrics_snapshots_and_result(gem_run):
-    _, logdir = gem_run
+def test_debug_run_writes_metrics_snapshots_and_result(gem_debug_run):
+    logdir = gem_debug_run.logdir
     lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
     train = [x for x in lines if "train/critic_loss" in x]
     assert train and all(np.isfinite(x["train/critic_loss"]) for x in train)
@@ -410,14 +387,14 @@ def test_debug_run_writes_metrics_snapshots_and_result(gem_run):
 
 
 @pytest.mark.slow
-def test_resume_mid_episode_ends_with_the_same_state(gem_run, tmp_path):
-    args, straight = gem_run
+def test_resume_mid_episode_ends_with_the_same_state(gem_debug_run, tmp_path):
+    straight = gem_debug_run.logdir
     # At step 300 a training episode is in progress (debug hopper episodes last ~20-100 steps
     # and step 300 is not an episode end), so the resume must replay it in the simulator.
     assert int(final_state(straight, 300)[".counters['episode_steps']"]) > 0
     interrupted = tmp_path / "interrupted"
     copy_as_killed_after(straight, interrupted, 300)
-    proc = run_py([*args, "--logdir", str(interrupted)])
+    proc = cli(gem_debug_run.train_args(interrupted))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from step 300" in proc.stdout
     # The checkpoint is the whole RunState: agent (memory included), replay, counters, root key.
@@ -427,11 +404,11 @@ def test_resume_mid_episode_ends_with_the_same_state(gem_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_and_collect_are_deterministic(gem_run, tmp_path, monkeypatch):
+def test_export_and_collect_are_deterministic(gem_debug_run, tmp_path, monkeypatch):
     from envs.datasets import export, trained_policies
     from envs.datasets.collect import collect_task, union_part_seeds
 
-    _, logdir = gem_run
+    logdir = gem_debug_run.logdir
     manifest = export.export(logdir, "hopper", tmp_path, "test")
     assert manifest["expert"]["env_step"] == 400 and manifest["medium"]["env_step"] == 300
     assert manifest["medium_replay"]["random_steps"] == 200
@@ -454,10 +431,10 @@ def test_export_and_collect_are_deterministic(gem_run, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_medium_replay_follows_the_training_shares(gem_run, tmp_path):
+def test_medium_replay_follows_the_training_shares(gem_debug_run, tmp_path):
     from envs.datasets import export, trained_policies
 
-    _, logdir = gem_run
+    logdir = gem_debug_run.logdir
     export.export(logdir, "hopper", tmp_path, "test")
     manifest = trained_policies.read_manifest("hopper", tmp_path)
     behaviour = trained_policies.ReplayBehaviour(tmp_path / "hopper", manifest, 3)

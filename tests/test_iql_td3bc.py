@@ -88,6 +88,7 @@ def test_td3bc_actor_loss_and_its_gradient_match_the_formula():
     np.testing.assert_allclose(g_pi, 2 * (pi - a) / (B * A), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["iql_hopper", "td3bc_hopper"])
 def test_preset_debug_runs_train_and_report_a_score(preset, tmp_path, data_dir):
     from agent.config import load_config

@@ -27,7 +27,7 @@ from envs.datasets import load_dataset
 from envs.datasets.collect import collect
 from envs.datasets.d4rl_hdf5 import write_d4rl_hdf5
 from envs.datasets.offline_data import OfflineData
-from tests.conftest import leaves_equal, run_chunk, run_py
+from tests.conftest import cli, leaves_equal, run_chunk
 from tests.resume import assert_same_final_state, copy_as_killed_after, final_state
 
 
@@ -173,12 +173,10 @@ def test_bad_leq_settings_are_config_errors(data_dir):
 
 
 @pytest.mark.slow
-def test_debug_run_logs_every_phase_and_resumes_exactly(tmp_path, data_dir):
-    cfg = _cfg(data_dir)
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train(cfg, straight, quiet=True)
-
-    metrics = _lines(straight / "metrics.jsonl")
+def test_debug_run_logs_every_phase_and_resumes_exactly(leq_debug_run, tmp_path):
+    """The session's LEQ debug run (the embedded default at the debug size)."""
+    straight, interrupted = leq_debug_run.logdir, tmp_path / "interrupted"
+    metrics = leq_debug_run.lines()
     keys = set().union(*metrics)
     for key in (
         "pretrain/bc_loss",
@@ -199,7 +197,7 @@ def test_debug_run_logs_every_phase_and_resumes_exactly(tmp_path, data_dir):
     ):
         assert key in keys, key
     assert all(np.isfinite(v) for m in metrics for v in m.values())
-    world = _lines(straight / "world_model.jsonl")
+    world = leq_debug_run.lines("world_model.jsonl")
     assert any("holdout_mse/member_0" in m for m in world)
     assert any("elites" in m for m in world)
     assert checkpoint.checkpoint_steps(straight / WORLD_MODEL_DIR) == [0]  # checkpoint format
@@ -209,7 +207,7 @@ def test_debug_run_logs_every_phase_and_resumes_exactly(tmp_path, data_dir):
 
     # A kill between the checkpoints of steps 200 and 300 (the LEQ phase starts at 200).
     copy_as_killed_after(straight, interrupted, 200)
-    train(cfg, interrupted, quiet=True)
+    train(leq_debug_run.cfg, interrupted, quiet=True)
     assert_same_final_state(straight, interrupted, 400)
 
 
@@ -221,34 +219,35 @@ def _world_leaves(logdir: Path, step: int) -> dict:
 
 
 @pytest.mark.slow
-def test_world_model_is_reused_from_a_path(tmp_path, data_dir):
-    first = tmp_path / "first"
-    train(_cfg(data_dir, "train.steps=250"), first, quiet=True)
+def test_world_model_is_reused_from_a_path(leq_debug_run, tmp_path, data_dir):
+    first = leq_debug_run.logdir
     saved = first / WORLD_MODEL_DIR  # a run's world-model folder
-    proc = run_py(
-        ["train", "--config", "leq_hopper", "--config", "debug",
-         "--logdir", str(tmp_path / "second"), "--set", f"dataset.dir={data_dir}",
+    second = tmp_path / "second"
+    proc = cli(
+        ["train", "--config", "default", "--config", "debug",
+         "--logdir", str(second), "--set", f"dataset.dir={data_dir}",
          "--set", f"world_model.path={saved}", "--set", "train.steps=250", "--quiet"],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"world model: loaded {saved}" in proc.stdout
-    assert not (tmp_path / "second" / "world_model.jsonl").exists()  # not retrained
-    first_world, second_world = _world_leaves(first, 250), _world_leaves(tmp_path / "second", 250)
+    assert not (second / "world_model.jsonl").exists()  # not retrained
+    # The world model is frozen once fitted: the first run's at its end is the one it saved.
+    first_world, second_world = _world_leaves(first, 400), _world_leaves(second, 250)
     assert first_world.keys() == second_world.keys()
     for key in first_world:
         np.testing.assert_array_equal(first_world[key], second_world[key], err_msg=key)
 
-    wrong = run_py(
-        ["train", "--config", "leq_walker2d", "--config", "debug",
+    wrong = cli(  # maze2d-umaze: its debug data are the VEM debug run's
+        ["train", "--config", "leq_maze2d_umaze", "--config", "debug",
          "--logdir", str(tmp_path / "third"), "--set", f"dataset.dir={data_dir}",
          "--set", f"world_model.path={saved}"],
     )  # fmt: skip
     assert wrong.returncode == 2
-    assert "'obs_dim': 11" in wrong.stderr and "'obs_dim': 17" in wrong.stderr
+    assert "'obs_dim': 11" in wrong.stderr and "'obs_dim': 4" in wrong.stderr
     assert "Traceback" not in wrong.stderr
 
-    missing = run_py(
-        ["train", "--config", "leq_hopper", "--config", "debug",
+    missing = cli(
+        ["train", "--config", "default", "--config", "debug",
          "--logdir", str(tmp_path / "fourth"), "--set", f"dataset.dir={data_dir}",
          "--set", f"world_model.path={first / 'world_model.npz'}"],
     )  # fmt: skip
@@ -265,11 +264,19 @@ def test_antmaze_format_file_recorded_in_the_real_env(tmp_path):
     assert set(np.unique(data.rewards)) <= {-1.0, 0.0}  # AntMaze rewards r - 1
     assert data.reward_bias == -1.0
 
-    proc = run_py(
+    proc = cli(
         ["train", "--config", "leq_antmaze_umaze", "--config", "debug",
          "--logdir", str(tmp_path / "run"), "--set", f"dataset.path={path}",
          "--set", "eval.video_every=0", "--quiet"],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert 0.0 <= result["eval/normalized_score"] <= 100.0  # a success rate in %
+    # A success rate: every episode returns 1 (reached the goal, ends there) or 0 (ran to
+    # antmaze-umaze's 700-step limit), and the score is 100 x the mean return.
+    episodes = result["episodes"]
+    successes = result["eval/return"] * episodes
+    assert successes == pytest.approx(round(successes)) and 0 <= round(successes) <= episodes
+    assert result["eval/normalized_score"] == pytest.approx(100.0 * result["eval/return"])
+    assert result["eval/episode_length"] <= 700
+    if round(successes) == 0:
+        assert result["eval/episode_length"] == 700

@@ -306,7 +306,7 @@ def test_production_matches_reference_with_world_model_ensemble():
     """The project's ensemble in its "balanced" mode (a random permutation routes batch rows to
     elites) still keeps batch elements independent, which `reference` relies on. The world step
     is the model's own `imagine_step` (termination function given at construction)."""
-    wm = pytest.importorskip("agent.world_model")
+    from agent import world_model as wm
     from envs.tasks.termination import hopper_termination
 
     config = wm.EnsembleConfig(

@@ -90,12 +90,15 @@ def test_data_targets_fold_the_continue_discount():
 
 
 @pytest.mark.slow
-def test_leq_pixels_debug_run_trains_both_stages_and_resumes_bit_identical(tmp_path):
+def test_leq_pixels_debug_run_trains_both_stages_and_resumes_bit_identical(
+    tmp_path, pixel_data_dir
+):
     from agent.config import load_config
-    from tests.resume import tiny_random_pixels, train_straight_and_resumed
+    from tests.conftest import tiny_random_pixels
+    from tests.resume import train_straight_and_resumed
 
     sets = [
-        *tiny_random_pixels(tmp_path),
+        *tiny_random_pixels(pixel_data_dir),
         "train.steps=20",
         "train.updates_per_call=5",
         "train.log_every=5",

@@ -56,8 +56,13 @@ def _hyper(shared: bool) -> update_lib.LEQHyper:
     return update_lib.LEQHyper(horizon=H, gamma=0.99, shared_rollout=shared)
 
 
-@functools.partial(jax.jit, static_argnames=("shared",))
 def _update(k_actor, k_critic, shared: bool):
+    _problem()  # built outside the trace: its cached arrays must not be the trace's tracers
+    return _jitted_update(k_actor, k_critic, shared=shared)
+
+
+@functools.partial(jax.jit, static_argnames=("shared",))
+def _jitted_update(k_actor, k_critic, shared: bool):
     nets, world_step, scaler, starts, data, ac = _problem()
     return update_lib.leq_update(
         nets, _hyper(shared), world_step, ac, scaler, starts, data, (k_actor, k_critic)

@@ -68,6 +68,7 @@ def test_a_pixel_task_at_another_image_size_resizes_as_datasets_are_resized():
     assert hopper.at_image_size(16) is hopper  # state tasks have no frames to resize
 
 
+@pytest.mark.slow  # renders frames in the simulator
 def test_same_seed_same_frames_and_84px_option():
     a, ra = rollout(make_dmc_pixels("cheetah-run-pixels", seed=3, image_size=SIZE), 5, seed=3)
     b, rb = rollout(make_dmc_pixels("cheetah-run-pixels", seed=3, image_size=SIZE), 5, seed=3)
@@ -117,6 +118,7 @@ def test_default_renderer_keeps_the_look_and_fast_is_an_option():
     assert image.shape == ours.shape and not np.array_equal(image, ours)  # no shadows
 
 
+@pytest.mark.slow  # renders frames in the simulator
 def test_fast_render_key_reaches_the_simulator_and_gives_datasets_their_own_folder():
     from agent.config import load_config
     from agent.runner.sources import config_task
@@ -209,6 +211,7 @@ def test_built_pixel_dataset_is_vd4rl_npz_and_deterministic(tmp_path):
     np.testing.assert_array_equal(shrunk.rewards, data.rewards)
 
 
+@pytest.mark.slow  # renders frames in the simulator
 def test_a_users_vd4rl_folder_with_a_wrong_action_size_is_one_line(tmp_path):
     from envs.datasets import load_dataset
     from envs.datasets.errors import DatasetError
@@ -222,12 +225,13 @@ def test_a_users_vd4rl_folder_with_a_wrong_action_size_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_path):
+def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_path, pixel_data_dir):
     from agent.config import load_config
-    from tests.resume import tiny_random_pixels, train_straight_and_resumed
+    from tests.conftest import tiny_random_pixels
+    from tests.resume import train_straight_and_resumed
 
     sets = [
-        *tiny_random_pixels(tmp_path),
+        *tiny_random_pixels(pixel_data_dir),
         "train.steps=100",
         "train.checkpoint_every=50",
         "train.eval_every=0",

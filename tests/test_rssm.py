@@ -24,7 +24,7 @@ IMAGE = (16, 16, 3)
 @pytest.fixture(scope="module")
 def world():
     model = RssmWorldModel(TINY, 2, IMAGE)
-    return model, model.init(jax.random.PRNGKey(0))
+    return model, jax.jit(model.init)(jax.random.PRNGKey(0))  # one program, not op by op
 
 
 def window(batch=2, length=5, seed=0):
@@ -164,7 +164,8 @@ def test_loss_finite_and_kl_over_every_head(world):
     assert float(metrics["kl"]) == pytest.approx(np.mean(heads), rel=1e-5)
     # without free nats (below them the KL terms are constant), every head gets a gradient
     strict = RssmWorldModel(dataclasses.replace(TINY, free_nats=0.0), 2, IMAGE)
-    grads = jax.grad(lambda p: strict.loss(p, window(), jax.random.PRNGKey(1))[0])(params)
+    batch = window()  # one compiled gradient, not an op-by-op trace
+    grads = jax.jit(jax.grad(lambda p: strict.loss(p, batch, jax.random.PRNGKey(1))[0]))(params)
     prior_grad = grads["rssm"]["prior_w1"]
     assert np.all(np.abs(np.asarray(prior_grad)).reshape(TINY.prior_heads, -1).sum(-1) > 0)
 
@@ -175,6 +176,7 @@ def test_imagination_draws_one_prior_head_per_step(world):
     action = jnp.zeros((6, 2))
     h = model.net.core(params, latent.h, latent.z, action)
     all_heads = model.net.prior(params, h, None)  # [6, K, S, C]
+    imagine_step = jax.jit(model.imagine_step)  # compiled once for the 40 keys
     seen = set()
     for i in range(40):
         key = jax.random.PRNGKey(i)
@@ -183,7 +185,7 @@ def test_imagination_draws_one_prior_head_per_step(world):
         # with the same z key, the sample must come from head `head`'s logits, for every row
         z_key = jax.random.split(key)[1]
         expected = dist.straight_through_sample(z_key, all_heads[:, head])
-        got, reward, cont = model.imagine_step(params, latent, action, key)
+        got, reward, cont = imagine_step(params, latent, action, key)
         np.testing.assert_allclose(got.z, expected, atol=1e-6)
         assert reward.shape == (6,) and np.all((cont > 0) & (cont < 1))
     assert seen == set(range(TINY.prior_heads))
@@ -254,12 +256,15 @@ def test_upsample_places_each_channel_group_as_a_pixel_block():
 
 
 @pytest.mark.slow
-def test_model_stage_debug_run_reports_open_loop_video_and_resumes_bit_identical(tmp_path):
+def test_model_stage_debug_run_reports_open_loop_video_and_resumes_bit_identical(
+    tmp_path, pixel_data_dir
+):
     from agent.config import load_config
-    from tests.resume import tiny_random_pixels, train_straight_and_resumed
+    from tests.conftest import tiny_random_pixels
+    from tests.resume import train_straight_and_resumed
 
     sets = [
-        *tiny_random_pixels(tmp_path),
+        *tiny_random_pixels(pixel_data_dir),
         "train.steps=20",
         "train.updates_per_call=5",
         "train.log_every=5",

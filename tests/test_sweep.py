@@ -54,10 +54,12 @@ def test_a_bad_grid_value_stops_before_any_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_debug_sweep_on_ray_writes_its_table_and_plot_and_a_rerun_skips_it(tmp_path, capsys):
+def test_a_debug_sweep_on_ray_writes_its_table_and_plot_and_a_rerun_skips_it(
+    tmp_path, capsys, data_dir
+):
     pytest.importorskip("ray")  # in the test extra; the fallback test covers its absence
     root = tmp_path / "sweep"
-    args = ["sweep", *QUICK, "--set", f"dataset.dir={tmp_path / 'data'}",
+    args = ["sweep", *QUICK, "--set", f"dataset.dir={data_dir}",
             "--grid", "method=bc,vem", "--seeds", "0-1", "--root", str(root)]  # fmt: skip
     # 4 runs on Ray's 2 CPUs, so two of them wait for a CPU
     assert main(args) == 0
@@ -86,10 +88,13 @@ def test_a_debug_sweep_on_ray_writes_its_table_and_plot_and_a_rerun_skips_it(tmp
     assert (tmp_path / "docs" / "results" / "sweep" / "curves_hopper.png").is_file()
 
 
-def test_without_ray_the_runs_go_one_after_another_in_process(tmp_path, capsys, monkeypatch):
+@pytest.mark.slow
+def test_without_ray_the_runs_go_one_after_another_in_process(
+    tmp_path, capsys, monkeypatch, data_dir
+):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     root = tmp_path / "sweep"
-    args = ["sweep", *QUICK, "--set", f"dataset.dir={tmp_path / 'data'}",
+    args = ["sweep", *QUICK, "--set", f"dataset.dir={data_dir}",
             "--set", "method=bc", "--set", "train.steps=100", "--root", str(root)]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out

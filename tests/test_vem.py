@@ -30,7 +30,7 @@ from agent.vem import VEMAgent, losses
 from agent.vem.agent import JOINT, POLICY, VALUE
 from agent.vem.networks import log_std_from_logits
 from envs.datasets.offline_data import OfflineData
-from tests.conftest import run_py
+from tests.conftest import cli
 from tests.resume import assert_same_final_state, copy_as_killed_after, final_state
 
 OBS, ACT = 5, 3
@@ -283,34 +283,10 @@ def test_interleaved_schedule_updates_value_and_policy_each_step():
 # ------------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def hopper_run(tmp_path_factory, data_dir):
-    """One uninterrupted `run.py train --config vem_hopper --config debug` (checkpoints kept)."""
-    root = tmp_path_factory.mktemp("vem_hopper")
-    args = [
-        "train",
-        "--config",
-        "vem_hopper",
-        "--config",
-        "debug",
-        "--set",
-        f"dataset.dir={data_dir}",
-        "--set",
-        "train.keep_checkpoints=10",
-        "--set",
-        "eval.video_every=0",
-        "--quiet",
-    ]
-    logdir = root / "straight"
-    proc = run_py([*args, "--logdir", str(logdir)])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return args, logdir, proc
-
-
 @pytest.mark.slow
-def test_debug_run_via_run_py(hopper_run):
-    _, logdir, proc = hopper_run
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_debug_run_via_run_py(vem_debug_run):
+    """The session's VEM debug run (maze2d-umaze, every checkpoint kept)."""
+    logdir, result = vem_debug_run.logdir, vem_debug_run.result
     assert result["step"] == 400 and np.isfinite(result["eval/normalized_score"])
     lines = [json.loads(x) for x in (logdir / "metrics.jsonl").read_text().splitlines()]
     assert any("train/value_loss" in x for x in lines)
@@ -320,19 +296,19 @@ def test_debug_run_via_run_py(hopper_run):
     # run's context.json.
     facts = json.loads((logdir / "context.json").read_text())
     assert final_state(logdir, 400)[".agent.memory"].shape == (facts["data_size"], 2)
-    evaluated = run_py(["eval", "--logdir", str(logdir), "--episodes", "1"])
+    evaluated = cli(["eval", "--logdir", str(logdir), "--episodes", "1"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "normalized score" in evaluated.stdout
 
 
 @pytest.mark.slow
-def test_resume_mid_value_phase_ends_with_the_same_state(hopper_run, tmp_path):
-    args, straight, _ = hopper_run
+def test_resume_mid_value_phase_ends_with_the_same_state(vem_debug_run, tmp_path):
+    straight = vem_debug_run.logdir
     # What a kill between the checkpoints of steps 100 and 200 leaves behind: the resumed run
     # redoes a refresh at step 100, the phase switch at 200 and the whole policy phase.
     interrupted = tmp_path / "interrupted"
     copy_as_killed_after(straight, interrupted, 100)
-    proc = run_py([*args, "--logdir", str(interrupted)])
+    proc = cli(vem_debug_run.train_args(interrupted))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from step 100" in proc.stdout
     assert ".agent.memory" in final_state(straight, 400)
@@ -349,7 +325,7 @@ def test_antmaze_d4rl_file(tmp_path):
     del raw["next_observations"]
     path = write_d4rl_hdf5(tmp_path / "antmaze-umaze-random.hdf5", raw)
     logdir = tmp_path / "run"
-    proc = run_py(
+    proc = cli(
         [
             "train",
             "--config",
