@@ -153,6 +153,17 @@ def tiny_random_pixels(data: Path) -> list[str]:
     return [f"dataset.dir={data}", "dataset.quality=random", "dataset.size=500"]
 
 
+def pixel_debug_run_and_resume(preset: str, data: Path, work: Path, sets: list, kill_after: int):
+    """`preset` + debug on the tiny pixel dataset in `data` with `sets`, trained straight and
+    interrupted after `kill_after` steps then resumed (tests/resume.py) -> (result, straight
+    logdir, resumed logdir)."""
+    from agent.config import load_config
+    from tests.resume import train_straight_and_resumed
+
+    cfg = load_config([preset, "debug"], [*tiny_random_pixels(data), *sets])
+    return train_straight_and_resumed(cfg, work, kill_after=kill_after)
+
+
 # ---------------------------------------------------------------------------- the CLI ----
 
 

@@ -93,22 +93,14 @@ def test_data_targets_fold_the_continue_discount():
 def test_leq_pixels_debug_run_trains_both_stages_and_resumes_bit_identical(
     tmp_path, pixel_data_dir
 ):
-    from agent.config import load_config
-    from tests.conftest import tiny_random_pixels
-    from tests.resume import train_straight_and_resumed
+    from tests.conftest import pixel_debug_run_and_resume
 
-    sets = [
-        *tiny_random_pixels(pixel_data_dir),
-        "train.steps=20",
-        "train.updates_per_call=5",
-        "train.log_every=5",
-        "train.checkpoint_every=10",
-        "train.eval_every=0",
-        "leq_pixels.model_steps=10",
-        "eval.final_episodes=1",
-    ]
-    cfg = load_config(["leq_pixels_cartpole_swingup", "debug"], sets)
-    result, straight, _ = train_straight_and_resumed(cfg, tmp_path, kill_after=10)
+    sets = ["train.steps=20", "train.updates_per_call=5", "train.log_every=5"]
+    sets += ["train.checkpoint_every=10", "train.eval_every=0", "leq_pixels.model_steps=10"]
+    sets += ["eval.final_episodes=1"]
+    result, straight, _ = pixel_debug_run_and_resume(
+        "leq_pixels_cartpole_swingup", pixel_data_dir, tmp_path, sets, kill_after=10
+    )
     assert np.isfinite(result["eval/return"])
     assert (straight / "world_model").is_dir()  # reusable with world_model.path
     assert list((straight / "videos").glob("*.gif"))  # pixel tasks record the final episode

@@ -226,20 +226,13 @@ def test_a_users_vd4rl_folder_with_a_wrong_action_size_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_bc_from_pixels_debug_run_records_video_and_resumes_bit_identical(tmp_path, pixel_data_dir):
-    from agent.config import load_config
-    from tests.conftest import tiny_random_pixels
-    from tests.resume import train_straight_and_resumed
+    from tests.conftest import pixel_debug_run_and_resume
 
-    sets = [
-        *tiny_random_pixels(pixel_data_dir),
-        "train.steps=100",
-        "train.checkpoint_every=50",
-        "train.eval_every=0",
-        "eval.final_episodes=1",
-        "eval.video_every=100",
-    ]
-    cfg = load_config(["bc_pixels_cartpole_swingup", "debug"], sets)
-    _, straight, _ = train_straight_and_resumed(cfg, tmp_path, kill_after=50)
+    sets = ["train.steps=100", "train.checkpoint_every=50", "train.eval_every=0"]
+    sets += ["eval.final_episodes=1", "eval.video_every=100"]
+    _, straight, _ = pixel_debug_run_and_resume(
+        "bc_pixels_cartpole_swingup", pixel_data_dir, tmp_path, sets, kill_after=50
+    )
     assert list((straight / "videos").glob("*.gif"))  # the frames the agent saw
 
 

@@ -259,20 +259,13 @@ def test_upsample_places_each_channel_group_as_a_pixel_block():
 def test_model_stage_debug_run_reports_open_loop_video_and_resumes_bit_identical(
     tmp_path, pixel_data_dir
 ):
-    from agent.config import load_config
-    from tests.conftest import tiny_random_pixels
-    from tests.resume import train_straight_and_resumed
+    from tests.conftest import pixel_debug_run_and_resume
 
-    sets = [
-        *tiny_random_pixels(pixel_data_dir),
-        "train.steps=20",
-        "train.updates_per_call=5",
-        "train.log_every=5",
-        "train.checkpoint_every=10",
-        "train.eval_every=10",
-    ]
-    cfg = load_config(["model_pixels_cartpole_swingup", "debug"], sets)
-    result, straight, _ = train_straight_and_resumed(cfg, tmp_path, kill_after=10)
+    sets = ["train.steps=20", "train.updates_per_call=5", "train.log_every=5"]
+    sets += ["train.checkpoint_every=10", "train.eval_every=10"]
+    result, straight, _ = pixel_debug_run_and_resume(
+        "model_pixels_cartpole_swingup", pixel_data_dir, tmp_path, sets, kill_after=10
+    )
     assert np.isfinite(result["model/open_loop_mse"])
     assert sorted(p.name for p in (straight / "videos").glob("*.gif")) == [
         "model_open_loop_000000010.gif",
