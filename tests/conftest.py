@@ -58,6 +58,7 @@ SLOW_BY_NAME = frozenset(
         "test_a_branch_on_the_step_counter_stays_a_branch_across_seeds",
         "test_vmapped_seeds_end_where_separate_runs_end",
         "test_vmapped_seeds_resume_bit_identical",
+        "test_each_seed_gets_the_logs_videos_and_result_of_one_run",
         "test_cli_prints_a_range_error_in_one_line_with_status_2",  # a run.py subprocess
         # compile-bound checks of the maths and networks
         "test_imagine_step_applies_reward_affine_and_termination",

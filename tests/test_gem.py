@@ -30,6 +30,11 @@ OBS, ACT = 11, 3
 SPEC = Spec(state_spec(OBS), ACT)
 
 
+def init_jitted(agent, seed: int):
+    """agent.init as one compiled program (op by op it compiles hundreds of small kernels)."""
+    return jax.jit(lambda key: agent.init(key, SPEC))(jax.random.PRNGKey(seed))
+
+
 def make_agent(names: list[str], overrides: list[str]) -> GEMAgent:
     """A GEM agent on an 11-dim state / 3-dim action task (hopper's sizes), built as the runner
     builds online agents (an identity observation normaliser)."""
@@ -165,7 +170,7 @@ def test_memory_refresh_over_a_wrapped_ring_buffer_matches_brute_force():
     rows = _rows(rng, episodes)
     rows["episode_ends"][-1] = rows["timeouts"][-1] = 0.0
     rows["masks"][-1] = 1.0
-    state = agent.init(jax.random.PRNGKey(0), SPEC)
+    state = init_jitted(agent, 0)
     state = state._replace(
         target_actor_params=moved(state.actor_params, 10),
         target_critic_params=moved(state.critic_params, 11),
@@ -221,7 +226,7 @@ def test_memory_refresh_over_a_wrapped_ring_buffer_matches_brute_force():
 def test_partly_filled_memory_ignores_empty_rows(small_agent):
     agent = small_agent
     rows = _rows(np.random.default_rng(4), [(10, True), (7, False)])
-    state = agent.init(jax.random.PRNGKey(0), SPEC)
+    state = init_jitted(agent, 0)
     replay = filled_replay(rows, agent.g.capacity)
     memory = np.asarray(agent.refresh_memory(state, replay, jax.random.PRNGKey(1)))
     next_obs = jnp.asarray(rows["next_observations"][STATE])
@@ -241,7 +246,7 @@ def test_chunk_moves_targets_refreshes_memory_and_trains_on_it():
     agent = make_agent(["gem_hopper", "debug"], ["gem.capacity=64", "gem.refresh_chunk=24"])
     rows = _rows(np.random.default_rng(6), [(20, True), (30, False), (5, None)])
     replay = filled_replay(rows, agent.g.capacity)
-    state = agent.init(jax.random.PRNGKey(0), SPEC)
+    state = init_jitted(agent, 0)
     state = state._replace(
         target_actor_params=moved(state.actor_params, 13),
         target_critic_params=moved(state.critic_params, 12),
@@ -286,12 +291,13 @@ def test_chunk_moves_targets_refreshes_memory_and_trains_on_it():
 def test_td3_switch_uses_one_step_targets_and_no_memory():
     memory_off = ["gem.memory=false", "gem.alpha=1.0", "gem.target_noise=0.0"]
     agent = make_agent(["gem_hopper", "debug"], memory_off)
-    state = agent.init(jax.random.PRNGKey(0), SPEC)
+    # Each piece as one compiled program: op by op, these compile hundreds of small kernels.
+    state = jax.jit(lambda key: agent.init(key, SPEC))(jax.random.PRNGKey(0))
     rows = _rows(np.random.default_rng(5), [(30, True), (20, False)])
     batch = jax.tree.map(jnp.asarray, rows)
-    _, metrics = agent.critic_update(state, batch, jax.random.PRNGKey(0))
+    _, metrics = jax.jit(agent.critic_update)(state, batch, jax.random.PRNGKey(0))
     next_obs = batch["next_observations"][STATE]
-    next_q = agent.target_twin_values(state, next_obs, jax.random.PRNGKey(0))
+    next_q = jax.jit(agent.target_twin_values)(state, next_obs, jax.random.PRNGKey(0))
     expected = rows["rewards"][:, None] + 0.99 * rows["masks"][:, None] * np.asarray(next_q)
     np.testing.assert_allclose(metrics["train/target_return"], expected.mean(), rtol=1e-5)
     # A whole chunk (begin_chunk + the gradient steps) computes no memory.
@@ -313,7 +319,7 @@ def test_online_schedule_and_policy_modes(small_agent):
     )
     assert agent.phase(0) == agent.phase(g.learning_starts - 1) == WARMUP
     assert agent.phase(g.learning_starts) == LEARN
-    state = agent.init(jax.random.PRNGKey(0), SPEC)
+    state = init_jitted(agent, 0)
     obs = {STATE: jnp.asarray(np.random.default_rng(9).normal(size=(256, OBS)), jnp.float32)}
     pi = np.asarray(agent.actor_net.apply(state.actor_params, obs[STATE]))
     key = jax.random.PRNGKey(3)

@@ -113,7 +113,7 @@ def test_dpg_action_gradients_are_each_steps_own_total_derivative():
 
     cfg = RssmConfig(deter=8, hidden=8, stoch=2, classes=3, prior_heads=2, cnn_depth=2)
     world = RssmWorldModel(cfg, 2, (8, 8, 3))
-    params = world.init(jax.random.PRNGKey(0))
+    params = jax.jit(world.init)(jax.random.PRNGKey(0))  # one program, not op by op
     w_act = jax.random.normal(jax.random.PRNGKey(1), (cfg.feature_dim, 2)) * 0.3
     w_q = jax.random.normal(jax.random.PRNGKey(2), (cfg.feature_dim + 2,))
     act_fn = lambda f: jnp.tanh(f @ w_act)
@@ -123,7 +123,9 @@ def test_dpg_action_gradients_are_each_steps_own_total_derivative():
         jax.nn.one_hot(jnp.array([[0, 1], [2, 0], [1, 1]]), 3),
     )
     key, horizon = jax.random.PRNGKey(4), 3
-    found = dpg.action_gradients(world, params, act_fn, q_fn, start, key, horizon, 0.9)
+    found = jax.jit(
+        lambda p, s, k: dpg.action_gradients(world, p, act_fn, q_fn, s, k, horizon, 0.9)
+    )(params, start, key)
     assert found.grads.shape == (horizon + 1, 3, 2)
 
     def return_at(t, d_t):  # G_t with only step t's action perturbed, re-rolled from scratch

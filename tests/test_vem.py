@@ -39,6 +39,11 @@ SPEC = Spec(state_spec(OBS), ACT)
 # ---------------------------------------------------------------------------------- losses
 
 
+def init_jitted(agent, seed: int):
+    """agent.init as one compiled program (op by op it compiles hundreds of small kernels)."""
+    return jax.jit(lambda key: agent.init(key, SPEC))(jax.random.PRNGKey(seed))
+
+
 @pytest.mark.parametrize("tau", [0.3, 0.7, 0.9])
 def test_expectile_forms_match_their_definitions(tau):
     u = np.random.default_rng(0).normal(size=(64, 4)) * 3
@@ -153,7 +158,7 @@ def replay_of(data: OfflineData) -> replay_lib.Replay:
 def setup():
     data = synthetic_data()
     agent = make_agent(data)
-    return agent, data, replay_of(data), agent.init(jax.random.PRNGKey(0), SPEC)
+    return agent, data, replay_of(data), init_jitted(agent, 0)
 
 
 def train_chunk(agent: VEMAgent, programs: Programs, state, replay, seed: int = 0):
@@ -219,7 +224,7 @@ def test_refresh_equals_kernel_on_target_heads(setup):
 def test_refresh_options_reach_the_kernel(form, boot):
     data = synthetic_data(5)
     agent = make_agent(data, f"vem.memory_form={form}", f"vem.bootstrap_timeouts={boot}")
-    state = agent.init(jax.random.PRNGKey(1), SPEC)
+    state = init_jitted(agent, 1)
     got = np.asarray(jax.jit(agent.refresh)(state, replay_of(data)))
     expected = kernel_reference(agent, state.target_params, state, data, form, boot)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
@@ -271,7 +276,7 @@ def test_interleaved_schedule_updates_value_and_policy_each_step():
     agent = make_agent(data, "vem.schedule=interleaved")
     assert agent.phase(0) == agent.phase(agent.cfg.train.steps - 1) == JOINT
     replay = replay_of(data)
-    state = agent.init(jax.random.PRNGKey(2), SPEC)
+    state = init_jitted(agent, 2)
     after, metrics = train_chunk(agent, Programs(agent), state, replay)
     assert {"train/value_loss", "train/actor_loss"} <= set(metrics)
     assert int(after.step) == agent.cfg.train.updates_per_call
