@@ -64,9 +64,11 @@ def prepare_logdir(cfg: Config, logdir: Path) -> None:
             )
         if added:
             print(f"config: keys new since this run started: {', '.join(added)}", flush=True)
-            dump_config(cfg, saved_path)
+            with reported_write(saved_path):
+                dump_config(cfg, saved_path)
     else:
-        dump_config(cfg, saved_path)
+        with reported_write(saved_path):
+            dump_config(cfg, saved_path)
 
 
 def trim_metrics(logdir: Path, step: int) -> None:
@@ -75,9 +77,7 @@ def trim_metrics(logdir: Path, step: int) -> None:
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def read_result(logdir: Path) -> dict | None:

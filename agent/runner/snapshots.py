@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.failures import reported_write
 from agent.runner.rundir import SNAPSHOT_DIR
 
 
@@ -21,6 +22,11 @@ def save_snapshot(logdir: Path, step: int, params: dict) -> Path:
     }
     path = folder / f"actor_{step:08d}.npz"
     tmp = folder / f".tmp_actor_{step:08d}.npz"
-    np.savez(tmp, **flat)
-    tmp.replace(path)
+    with reported_write(path):
+        try:
+            np.savez(tmp, **flat)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(path)
     return path
