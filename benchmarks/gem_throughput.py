@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import envs  # noqa: E402
+from agent.actor_critic import LEARN  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.gem import GEMAgent  # noqa: E402
-from agent.gem.agent import LEARN  # noqa: E402
 from agent.programs import Programs  # noqa: E402
 from agent.runner.sources import online_context, task_spec  # noqa: E402
 from benchmarks.online_throughput import filled_replay, random_rows  # noqa: E402
