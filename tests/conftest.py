@@ -59,6 +59,20 @@ SLOW_BY_NAME = frozenset(
         "test_vmapped_seeds_end_where_separate_runs_end",
         "test_vmapped_seeds_resume_bit_identical",
         "test_each_seed_gets_the_logs_videos_and_result_of_one_run",
+        # over ~2.5 s each with an empty compilation cache (a clean clone)
+        "test_with_separate_keys_the_critic_fits_a_different_rollout",
+        "test_observe_matches_the_sequence_filter_in_mode",
+        "test_every_preset_name_of_before_the_aliases_resolves_as_it_did",
+        "test_host_fed_batches_train_like_device_sampling",
+        "test_numpy_tanh_gaussian_actor_matches_the_haiku_actor",
+        "test_the_fit_reports_every_epoch_and_its_end",
+        "test_twohot_round_trip_and_weights",
+        "test_refresh_equals_kernel_on_target_heads",
+        "test_dpg_surrogate_gradient_is_the_weighted_dpg",
+        "test_elites_have_lowest_holdout_mse_and_bad_member_is_excluded",
+        "test_gradients_are_total_derivatives",
+        "test_the_action_enters_where_the_form_says",
+        "test_online_schedule_and_policy_modes",
         "test_cli_prints_a_range_error_in_one_line_with_status_2",  # a run.py subprocess
         # compile-bound checks of the maths and networks
         "test_imagine_step_applies_reward_affine_and_termination",
