@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from agent.events_file import EventsFile
-from agent.failures import first_non_finite, json_safe, reported_write
+from agent.failures import json_safe, reported_write
 
 # Metrics worth seeing on the progress bar, in order of preference.
 BAR_KEYS = ("eval/normalized_score", "eval/return", "train/loss", "train/actor_loss")
@@ -47,9 +47,9 @@ class MetricStream:
 
     def __init__(self, logdir: Path, name: str):
         self.name = name
-        self._path = Path(logdir) / f"{name}.jsonl"
-        with reported_write(Path(logdir) / "tb" / name):
-            self._writer = EventsFile(Path(logdir) / "tb" / name)
+        self._path, self._tb_path = Path(logdir) / f"{name}.jsonl", Path(logdir) / "tb" / name
+        with reported_write(self._tb_path):
+            self._writer = EventsFile(self._tb_path)
 
     def __call__(self, step: int, metrics: Mapping) -> None:
         """Record `metrics` at `step`; lists and tuples (e.g. elite indices) go to JSON only."""
@@ -58,7 +58,7 @@ class MetricStream:
         }
         with reported_write(self._path), self._path.open("a") as handle:
             handle.write(json.dumps(json_safe({"step": step, **record})) + "\n")
-        with reported_write(self._path.parent / "tb" / self.name):
+        with reported_write(self._tb_path):
             for key, value in record.items():
                 if not isinstance(value, list) and math.isfinite(value):
                     self._writer.scalar(f"{self.name}/{key}", value, step)
@@ -105,7 +105,7 @@ class Logger:
             self._jsonl.flush()
         with reported_write(self._tb_path):
             for key, value in values.items():
-                if first_non_finite({key: value}) is None:  # TensorBoard warns on each NaN
+                if math.isfinite(value):  # TensorBoard warns on each NaN; the JSONL keeps it
                     self._writer.scalar(key, value, step)
             self._writer.flush()
         for key in BAR_KEYS:
