@@ -48,6 +48,11 @@ def smoothed_target_actions(
     """Target policy smoothing: clip(a + clip(eps, -c, c), -1, 1), eps ~ N(0, noise^2), c =
     noise_clip; actions [B, A]."""
     eps = noise * jax.random.normal(key, actions.shape, actions.dtype)
+    return smooth_actions(actions, eps, noise_clip)
+
+
+def smooth_actions(actions: jax.Array, eps: jax.Array, noise_clip: float) -> jax.Array:
+    """clip(a + clip(eps, -c, c), -1, 1) for drawn noise eps [B, A] (already scaled)."""
     return jnp.clip(actions + jnp.clip(eps, -noise_clip, noise_clip), -1.0, 1.0)
 
 

@@ -100,13 +100,29 @@ def polyak(online, target, rate: float | jax.Array):
     return jax.tree.map(lambda o, t: rate * o + (1.0 - rate) * t, online, target)
 
 
-def batched_apply(fn, inputs: jax.Array, chunk: int) -> jax.Array:
-    """fn(index, rows) over `inputs` [N, ...] in fixed chunks of `chunk` rows with lax.map
-    (bounded memory); `index` is the chunk's number, rows [chunk, ...], the last zero-padded."""
-    n = inputs.shape[0]
-    chunk = max(1, min(chunk, n))
+def even_chunk(rows: int, chunk: int) -> int:
+    """The chunk size for `rows` rows in chunks of at most `chunk`: the largest divisor of `rows`
+    that needs at most twice the fewest chunks, else the even split (under one padded row per
+    chunk). E.g. 100,000 rows at 16,384: 8 chunks of 12,500 (not 7 of 16,384, 14 % padding)."""
+    chunk = max(1, min(chunk, rows))
+    fewest = -(-rows // chunk)
+    for count in range(fewest, 2 * fewest + 1):
+        if rows % count == 0:
+            return rows // count
+    return -(-rows // fewest)
+
+
+def batched_apply(fn, inputs, chunk: int):
+    """fn(index, rows) over `inputs` (an array or a pytree of arrays [N, ...]) in chunks of
+    `even_chunk(N, chunk)` rows with lax.map (bounded memory); `index` is the chunk's number,
+    rows the chunk's slice of every leaf (the last zero-padded if the chunks do not divide N)."""
+    n = jax.tree.leaves(inputs)[0].shape[0]
+    chunk = even_chunk(n, chunk)
     count = -(-n // chunk)
-    padded = jnp.concatenate([inputs, jnp.zeros((count * chunk - n, *inputs.shape[1:]))], 0)
-    chunks = (jnp.arange(count), padded.reshape(count, chunk, *inputs.shape[1:]))
-    out = jax.lax.map(lambda c: fn(*c), chunks)
-    return out.reshape(count * chunk, *out.shape[2:])[:n]
+
+    def split(x: jax.Array) -> jax.Array:
+        padded = jnp.concatenate([x, jnp.zeros((count * chunk - n, *x.shape[1:]), x.dtype)], 0)
+        return padded.reshape(count, chunk, *x.shape[1:])
+
+    out = jax.lax.map(lambda c: fn(*c), (jnp.arange(count), jax.tree.map(split, inputs)))
+    return jax.tree.map(lambda y: y.reshape(count * chunk, *y.shape[2:])[:n], out)

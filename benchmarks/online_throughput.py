@@ -1,20 +1,26 @@
 """Environment steps per second of the online agents, learning included, with a full replay.
 
-For each of SAC, TD3 and GEM (their `<method>_<task>` presets) the production pieces are timed
-as the runner uses them (agent/runner/loop.py): `Collector.collect` steps the real simulator
-with the exploring policy for one chunk (`<method>.train_every` steps), `Programs.add` stores
+For each variant (VARIANTS: SAC, stock TD3, GEM at the paper's settings, GEM with
+`gem.refresh_every: 10`, and GEM's TD3 switch `gem.memory: false`; their `<method>_<task>`
+presets plus the variant's overrides) the production pieces are timed as the runner uses them
+(agent/runner/loop.py): `Collector.collect` steps the real simulator with the exploring policy
+for one chunk (`<method>.train_every` steps), `Programs.add` stores
 the rows, and the jitted chunk program runs the chunk's gradient steps (SAC and TD3: one per
 environment step; GEM: its memory refresh, then two per environment step). The replay is first
 filled to its capacity with random transitions, so sampling and GEM's refresh cost what they
-cost late in a run. The methods are timed in alternating rounds in one process.
+cost late in a run. The variants are timed in alternating rounds in one process.
 
     python benchmarks/online_throughput.py [--task hopper] [--rounds 3] [--chunks 10] [--quick]
 
-Prints ONE JSON object: per method env_steps_per_s and the share of a chunk spent acting; for
-SAC and TD3 the FLOPs of one update (XLA's cost analysis of a one-step program; TD3's counts its
-delayed actor step every time) and the GFLOP/s their updates achieve; and `matmul_peak_gflops`,
-what this machine's XLA reaches on the updates' dominant product (a chain of [256, 256] x
-[256, 256] float32 matrix products), which bounds the updates per second.
+Prints ONE JSON object: per variant env_steps_per_s, the share of a chunk spent acting, the
+GFLOP of learning per environment step (XLA's cost analysis of one gradient step, counting a
+delayed actor step every time, times the gradient steps per environment step; for GEM plus its
+refresh: the rows a chunk re-evaluates times the cost of one row's target values, per
+environment step; the return kernel's few FLOPs per row are left out), the GFLOP/s learning
+achieves (those FLOPs over the seconds spent learning) and its fraction of
+`matmul_peak_gflops`, what this machine's XLA reaches in the same run on the updates' dominant
+product (a chain of [256, 256] x [256, 256] float32 matrix products); and each variant's wall
+time per environment step relative to stock TD3's.
 """
 
 from __future__ import annotations
@@ -40,7 +46,14 @@ from agent.runner.collector import Collector  # noqa: E402
 from agent.runner.sources import EpisodeRunner, online_context, task_spec  # noqa: E402
 from benchmarks.matmul_peak import matmul_gflops  # noqa: E402
 
-METHODS = ("sac", "td3", "gem")
+# name: (method, overrides)
+VARIANTS = {
+    "sac": ("sac", []),
+    "td3": ("td3", []),
+    "gem": ("gem", []),
+    "gem_refresh_every_10": ("gem", ["gem.refresh_every=10"]),
+    "gem_td3_switch": ("gem", ["gem.memory=false", "gem.alpha=1.0"]),
+}
 FILL_CHUNK = 10_000
 
 
@@ -69,8 +82,9 @@ def filled_replay(programs: Programs, spec, capacity: int, chunk: int = FILL_CHU
 class Setup:
     """One method ready to run chunks: agent, programs, state, full replay, simulator."""
 
-    def __init__(self, method: str, task: str, quick: bool) -> None:
-        cfg = load_config([f"{method}_{task}", *(["debug"] if quick else [])])
+    def __init__(self, method: str, overrides: list[str], task: str, quick: bool) -> None:
+        cfg = load_config([f"{method}_{task}", *(["debug"] if quick else [])], overrides)
+        self.cfg = cfg
         spec = task_spec(envs.get_task(task))
         self.agent = agent_class(method)(cfg, spec, online_context(envs.get_task(task), spec))
         self.programs = Programs(self.agent)
@@ -98,13 +112,37 @@ class Setup:
         return acted - start, time.perf_counter() - acted
 
 
-def flops_per_update(setup: Setup) -> float:
-    """FLOPs of one gradient step: XLA's cost analysis of a one-step chunk program."""
-    program = setup.programs.chunk(setup.phase, 1)
-    compiled = program.lower(setup.state, setup.replay, jax.random.PRNGKey(0), 0).compile()
-    cost = compiled.cost_analysis()
+def program_flops(fn, *args) -> float:
+    """FLOPs of one call of `fn` (XLA's cost analysis of its compiled program)."""
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"])
+
+
+def flops_per_env_step(setup: Setup) -> float:
+    """Learning FLOPs per environment step: gradient steps, plus GEM's value refresh."""
+    agent = setup.agent
+    key = jax.random.PRNGKey(0)
+    step = program_flops(
+        lambda s, r, k: agent.train(setup.phase, s, r, k), setup.state, setup.replay, key
+    )
+    flops = step * agent.updates_per_chunk
+    g = setup.cfg.gem
+    if setup.cfg.method == "gem" and g.memory:
+        rows = 1000
+        obs = jax.numpy.zeros((rows, agent.spec.flat_obs_dim))
+        eps = jax.numpy.zeros((rows, agent.spec.act_dim))
+        one_row = (
+            program_flops(
+                lambda s, o, e: agent.target_twin_values(s, o, eps=e), setup.state, obs, eps
+            )
+            / rows
+        )
+        evaluated = agent.replay_capacity
+        if g.refresh_every > 1:
+            evaluated = agent.replay_capacity // g.refresh_every + g.train_every
+        flops += evaluated * one_row
+    return flops / agent.env_steps_per_chunk
 
 
 def main() -> None:
@@ -115,33 +153,43 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="debug sizes (smoke run)")
     args = parser.parse_args()
     peak = matmul_gflops(256, 256, 200)  # first, before the replays fill memory
-    setups = {m: Setup(m, args.task, args.quick) for m in METHODS}
+    setups = {
+        name: Setup(method, overrides, args.task, args.quick)
+        for name, (method, overrides) in VARIANTS.items()
+    }
     for setup in setups.values():
         setup.chunk()  # compiles
-    acting = {m: 0.0 for m in METHODS}
-    learning = {m: 0.0 for m in METHODS}
+    acting = dict.fromkeys(setups, 0.0)
+    learning = dict.fromkeys(setups, 0.0)
     for _ in range(args.rounds):
-        for method, setup in setups.items():
+        for name, setup in setups.items():
             for _ in range(args.chunks):
                 a, b = setup.chunk()
-                acting[method] += a
-                learning[method] += b
+                acting[name] += a
+                learning[name] += b
     out = {"task": args.task, "backend": jax.default_backend(), "quick": args.quick}
-    for method, setup in setups.items():
+    for name, setup in setups.items():
         steps = args.rounds * args.chunks * setup.agent.env_steps_per_chunk
-        total = acting[method] + learning[method]
-        out[method] = {
+        total = acting[name] + learning[name]
+        flops = flops_per_env_step(setup)
+        achieved = flops * steps / learning[name] / 1e9
+        out[name] = {
+            "overrides": VARIANTS[name][1],
             "replay_rows": setup.agent.replay_capacity,
             "env_steps_per_chunk": setup.agent.env_steps_per_chunk,
             "updates_per_chunk": setup.agent.updates_per_chunk,
             "env_steps_per_s": steps / total,
-            "acting_share": acting[method] / total,
+            "acting_share": acting[name] / total,
+            "gflop_per_env_step": flops / 1e9,
+            "learning_gflops_achieved": achieved,
+            "fraction_of_matmul_peak": achieved / peak,
         }
-        if method in ("sac", "td3"):  # GEM's one-step program would include a memory refresh
-            flops = flops_per_update(setup)
-            updates = args.rounds * args.chunks * setup.agent.updates_per_chunk
-            out[method]["gflop_per_update"] = flops / 1e9
-            out[method]["update_gflops_achieved"] = flops * updates / learning[method] / 1e9
+    td3 = out["td3"]
+    for name in setups:
+        out[name]["wall_time_vs_td3"] = td3["env_steps_per_s"] / out[name]["env_steps_per_s"]
+        out[name]["gflops_vs_td3"] = (
+            out[name]["learning_gflops_achieved"] / td3["learning_gflops_achieved"]
+        )
     out["matmul_peak_gflops"] = peak
     print(json.dumps(out, indent=1))
 

@@ -105,11 +105,23 @@ SLOW_BY_NAME = frozenset(
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+# Session fixtures that train or build something: under pytest-xdist (`-n 2 --dist loadgroup`,
+# README's test command) every test that uses one runs in the same worker, so it is built once.
+SHARED_BUILDS = ("leq_debug_run", "bc_debug_run", "vem_debug_run", "gem_debug_run", "pixel_data_dir")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before xdist reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         if getattr(item, "originalname", item.name) in SLOW_BY_NAME:
             item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group(_worker_group(item)))
+
+
+def _worker_group(item) -> str:
+    """The session build a test uses, else its file: a file's module fixtures are built once."""
+    used = [name for name in SHARED_BUILDS if name in getattr(item, "fixturenames", ())]
+    return used[0] if used else item.path.stem
 
 
 def _use_compilation_cache(config) -> None:
@@ -142,6 +154,8 @@ def _count_cache_events() -> None:
 
 def pytest_terminal_summary(terminalreporter):
     hits, misses = CACHE_EVENTS.values()
+    if not hits + misses:  # the controller of xdist workers compiles nothing itself
+        return
     terminalreporter.write_line(
         f"XLA compilation cache (this process): {hits} hits, {misses} misses, in "
         f"{os.environ.get('JAX_COMPILATION_CACHE_DIR')}"

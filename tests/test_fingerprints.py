@@ -13,8 +13,9 @@ The AVX-512 record was made first; the AVX2 one (no AVX-512) was made on code wh
 matched the AVX-512 record in CI the session before (only the sweep's records module and
 docstrings changed in between), so it stands for the same behaviour on that processor. The two
 agree closely: training metrics within 4.3e-7 (relative), policy actions within 1e-6. GEM's
-record was made anew on the AVX-512 processor when its critic became the official one; the AVX2
-record has no GEM entry since (`NOT_RERECORDED`).
+record was made anew on the AVX-512 processor when its critic became the official one, and again
+when the memory refresh came to draw its smoothing noise once per row (so `gem.refresh_chunk`
+no longer changes results); the AVX2 record has no GEM entry since (`NOT_RERECORDED`).
 
 A processor without a record skips these whole-run checks; tests/test_agent_contract.py's
 update records (every method's compiled updates on fixed synthetic batches, compared with a
@@ -38,7 +39,8 @@ SIGNATURE = cpu_signature()
 # The processor the records are kept on; it always holds every method.
 REFERENCE = "sse4_2 avx avx2 fma avx512f avx512bw avx512vl avx512_bf16"
 # Methods whose behaviour changed on purpose after another processor's record was made, so that
-# record lacks them until someone re-records it on such a processor (GEM: the official critic).
+# record lacks them until someone re-records it on such a processor (GEM: the official critic,
+# the refresh's noise).
 NOT_RERECORDED = {"sse4_2 avx avx2 fma": {"gem"}}
 
 

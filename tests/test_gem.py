@@ -85,13 +85,19 @@ def test_critic_loss_pairings_match_loops():
 
     net = critics([8, 8])
     obs, act = jnp.asarray(rng.normal(size=(16, 11))), jnp.asarray(rng.uniform(-1, 1, (16, 3)))
-    params = net.init(jax.random.PRNGKey(0), obs, act)
+    params = jax.jit(net.init)(jax.random.PRNGKey(0), obs, act)
+
+    @jax.jit
+    def loss(p, returns, pairing_is_twin):
+        q = net.apply(p, obs, act)
+        twin = losses.critic_loss(q, returns, 0.5, "twin")
+        return jnp.where(pairing_is_twin, twin, losses.critic_loss(q, returns, 0.5, "broadcast"))
+
+    gradient = jax.jit(jax.grad(loss))
 
     def grads_by_critic(returns, pairing):
-        def loss(p):
-            return losses.critic_loss(net.apply(p, obs, act), jnp.asarray(returns), 0.5, pairing)
-
-        grads = jax.grad(loss)(params)  # modules "q{k}/..." belong to critic k + 1
+        # modules "q{k}/..." belong to critic k + 1
+        grads = gradient(params, jnp.asarray(returns), pairing == "twin")
 
         def of_critic(k):
             mine = [grads[m] for m in sorted(grads) if m.startswith(f"q{k}/")]
@@ -179,25 +185,30 @@ def test_memory_refresh_over_a_wrapped_ring_buffer_matches_brute_force():
     cursor = int(replay.cursor)
     assert cursor == 90 - 64
     key = jax.random.PRNGKey(1)
-    memory = agent.refresh_memory(state, replay, key)
+    memory, values = jax.jit(agent.refresh_memory)(state, replay, key)
     got = np.roll(np.asarray(memory), -cursor, axis=0)  # oldest first
+    # The chunk size is a speed setting: one chunk of every row gives the same memory.
+    whole = make_agent(["gem_hopper", "debug"], ["gem.capacity=64", "gem.refresh_chunk=64"])
+    memory_whole, values_whole = jax.jit(whole.refresh_memory)(state, replay, key)
+    np.testing.assert_allclose(memory_whole, memory, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(values_whole, values, rtol=1e-6, atol=1e-6)
 
-    # Brute force, row by row in storage order: rows [24c, 24c + 24) form chunk c, whose noise is
-    # N(0, 0.2^2) [24, act_dim] drawn from the c-th key of split(key, 3) (the last chunk padded).
-    chunk = g.refresh_chunk
-    keys = jax.random.split(key, -(-64 // chunk))
+    # Brute force, row by row in storage order: row i's noise is row i of one N(0, 0.2^2) draw
+    # [64, act_dim] from the refresh key.
+    noise = g.target_noise * np.asarray(jax.random.normal(key, (64, ACT)))
     next_obs = np.asarray(replay.data["next_observations"][STATE])
+
+    actor, critic = jax.jit(agent.actor_net.apply), jax.jit(agent.critic_net.apply)
 
     def twin_values(actor_params, critic_params, smoothing):
         values = np.zeros((64, 2))
         for row in range(64):
-            c, j = divmod(row, chunk)
-            eps = g.target_noise * np.asarray(jax.random.normal(keys[c], (chunk, ACT)))[j]
+            eps = noise[row]
             obs = next_obs[row][None]
-            action = np.asarray(agent.actor_net.apply(actor_params, obs))[0]
+            action = np.asarray(actor(actor_params, obs))[0]
             eps = np.clip(eps, -g.target_noise_clip, g.target_noise_clip)
             action = np.clip(action + smoothing * eps, -1.0, 1.0)
-            q = np.asarray(agent.critic_net.apply(critic_params, obs, action[None]))[0]
+            q = np.asarray(critic(critic_params, obs, action[None]))[0]
             values[row] = min(q[0], q[1]), min(q[2], q[3])
         return np.roll(values, -cursor, axis=0)
 
@@ -228,13 +239,60 @@ def test_partly_filled_memory_ignores_empty_rows(small_agent):
     rows = _rows(np.random.default_rng(4), [(10, True), (7, False)])
     state = init_jitted(agent, 0)
     replay = filled_replay(rows, agent.g.capacity)
-    memory = np.asarray(agent.refresh_memory(state, replay, jax.random.PRNGKey(1)))
+    memory = np.asarray(agent.refresh_memory(state, replay, jax.random.PRNGKey(1))[0])
     next_obs = jnp.asarray(rows["next_observations"][STATE])
     values = np.asarray(agent.target_twin_values(state, next_obs, jax.random.key(2)))
     expected = brute_force(
         rows["rewards"], values, 1.0 - rows["masks"], rows["episode_ends"], 0.99, True, "twin"
     )
     np.testing.assert_allclose(memory[:17], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow  # compiles two refreshes
+def test_refresh_every_k_reevaluates_a_rotating_slice_and_the_newest_rows(small_agent):
+    """gem.refresh_every 4 on 64 rows (train_every 10): the first learning chunk evaluates every
+    row; chunk c evaluates rows [16 (c mod 4), 16 (c mod 4) + 16) and the 10 rows before the
+    cursor, keeps every other row's value, and the kernel sweeps all rows with them."""
+    full = small_agent  # target_noise 0: the values are deterministic
+    agent = make_agent(
+        ["gem_hopper", "debug"],
+        ["gem.capacity=64", "gem.target_noise=0.0", "gem.refresh_every=4", "gem.train_every=10"],
+    )
+    replay = filled_replay(_rows(np.random.default_rng(9), [(40, True), (50, False)]), 64)
+    cursor = int(replay.cursor)
+    state = init_jitted(agent, 0)
+    key = jax.random.PRNGKey(3)
+    refresh = jax.jit(agent.refresh_memory)
+    memory, values = refresh(state, replay, key)  # step 0: every row
+    _, every_row = jax.jit(full.refresh_memory)(state, replay, key)
+    np.testing.assert_allclose(values, every_row, rtol=1e-5, atol=1e-6)
+
+    kept = np.full((64, 2), 7.0, np.float32)  # stand-in kept values, to see which rows change
+    later = state._replace(step=jnp.int32(5 * agent.g.gradient_steps), values=jnp.asarray(kept))
+    memory, values = refresh(later, replay, key)  # chunk 5: slice 1
+    fresh = set(range(16, 32)) | {(cursor - 10 + i) % 64 for i in range(10)}
+    for row in range(64):
+        want = every_row[row] if row in fresh else kept[row]
+        np.testing.assert_allclose(values[row], want, rtol=1e-5, atol=1e-6, err_msg=str(row))
+    oldest_first = {k: np.roll(v, -cursor) for k, v in replay.data.items() if k in KERNEL_KEYS}
+    expected = brute_force(
+        oldest_first["rewards"],
+        np.roll(np.asarray(values), -cursor, axis=0),
+        1.0 - oldest_first["masks"],
+        oldest_first["episode_ends"],
+        agent.g.gamma,
+        True,
+        "twin",
+    )
+    np.testing.assert_allclose(np.roll(memory, -cursor, axis=0), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_refresh_every_must_divide_the_capacity():
+    with pytest.raises(ConfigError, match="gem.refresh_every=3 must divide gem.capacity=64"):
+        make_agent(["gem_hopper", "debug"], ["gem.capacity=64", "gem.refresh_every=3"])
+
+
+KERNEL_KEYS = ("rewards", "masks", "episode_ends")
 
 
 @pytest.mark.slow  # compiles a GEM chunk (~5 s)
@@ -265,9 +323,10 @@ def test_chunk_moves_targets_refreshes_memory_and_trains_on_it():
             jax.tree.leaves(getattr(begun, name)), jax.tree.leaves(expected), strict=True
         ):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
-    expected_memory = agent.refresh_memory(begun, replay, key)
+    expected_memory, expected_values = agent.refresh_memory(begun, replay, key)
     np.testing.assert_allclose(begun.memory, expected_memory, rtol=1e-5, atol=1e-5)
-    stale = agent.refresh_memory(state, replay, key)  # before the target move: differs
+    np.testing.assert_allclose(begun.values, expected_values, rtol=1e-5, atol=1e-5)
+    stale, _ = agent.refresh_memory(state, replay, key)  # before the target move: differs
     assert np.abs(np.asarray(begun.memory) - np.asarray(stale)).max() > 1e-3
     size = int(replay.size)
     assert size == 55 < replay.capacity

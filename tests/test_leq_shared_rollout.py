@@ -29,9 +29,6 @@ def _problem():
         max_logvar_init=-6.0, elite_sampling="balanced",
     )  # fmt: skip
     model = EnsembleWorldModel(OBS, ACT, config, hopper_termination)
-    params = jax.jit(model.init)(jax.random.PRNGKey(0))
-    world_step = functools.partial(model.imagine_step, params)
-    scaler = model.input_scaler(params)
     nets = update_lib.make_nets(ACT, (32, 32), 3e-4, 1e-3, 1000)
     rng = np.random.default_rng(0)
     starts = jnp.asarray(np.r_[1.25, np.zeros(OBS - 1)] + 0.05 * rng.normal(size=(B, OBS)))
@@ -43,12 +40,21 @@ def _problem():
         "next_observations": starts + 0.01,
         "masks": jnp.ones(B, jnp.float32),
     }
-    actor = nets.actor.init(jax.random.PRNGKey(1), starts, *scaler)
-    critic = nets.critic.init(jax.random.PRNGKey(2), starts, data["actions"], *scaler)
-    ac = update_lib.ActorCritic(
-        actor, critic, jax.tree_util.tree_map(lambda x: x * 0.9, critic),
-        nets.actor_tx.init(actor), nets.critic_tx.init(critic),
-    )  # fmt: skip
+
+    @jax.jit  # every initialiser in one program, not op by op
+    def init(starts, actions):
+        params = model.init(jax.random.PRNGKey(0))
+        scaler = model.input_scaler(params)
+        actor = nets.actor.init(jax.random.PRNGKey(1), starts, *scaler)
+        critic = nets.critic.init(jax.random.PRNGKey(2), starts, actions, *scaler)
+        ac = update_lib.ActorCritic(
+            actor, critic, jax.tree_util.tree_map(lambda x: x * 0.9, critic),
+            nets.actor_tx.init(actor), nets.critic_tx.init(critic),
+        )  # fmt: skip
+        return params, scaler, ac
+
+    params, scaler, ac = init(starts, data["actions"])
+    world_step = functools.partial(model.imagine_step, params)
     return nets, world_step, scaler, starts, data, ac
 
 

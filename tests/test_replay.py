@@ -7,6 +7,10 @@ import pytest
 
 from agent import replay as replay_lib
 
+# One compiled program each, not op by op (eager dispatch dominated these checks' time).
+add = jax.jit(replay_lib.add)
+sample_windows = jax.jit(replay_lib.sample_windows, static_argnums=(2, 3), static_argnames="rows")
+
 
 def _spec():
     return {"x": ((2,), np.float32), "episode_ends": ((), np.float32)}
@@ -19,7 +23,7 @@ def test_fifo_overwrites_oldest_rows_with_wraparound():
             "x": jnp.stack([jnp.arange(start, start + 3)] * 2, axis=1).astype(jnp.float32),
             "episode_ends": jnp.zeros(3),
         }
-        replay = replay_lib.add(replay, rows)
+        replay = add(replay, rows)
     # Nine rows written into five slots: rows 4..8 survive, the cursor is at 9 % 5 = 4.
     assert int(replay.size) == 5 and int(replay.cursor) == 4
     assert sorted(np.asarray(replay.data["x"][:, 0]).tolist()) == [4, 5, 6, 7, 8]
@@ -36,7 +40,7 @@ def test_add_is_jittable():
 def test_sampling_is_uniform_over_valid_rows_only():
     replay = replay_lib.buffer(_spec(), capacity=100)
     rows = {"x": jnp.arange(20.0).repeat(2).reshape(20, 2), "episode_ends": jnp.zeros(20)}
-    replay = replay_lib.add(replay, rows)
+    replay = add(replay, rows)
     batch = jax.jit(replay_lib.sample, static_argnums=2)(replay, jax.random.PRNGKey(0), 20_000)
     values = np.asarray(batch["x"][:, 0]).astype(int)
     assert values.min() == 0 and values.max() == 19  # never an unfilled row
@@ -58,8 +62,8 @@ def test_windows_never_cross_trajectory_ends(length):
     ends[[4, 5, 17, 29]] = 1
     replay = replay_lib.buffer(_spec(), capacity=40)
     rows = {"x": jnp.arange(30.0).repeat(2).reshape(30, 2), "episode_ends": jnp.asarray(ends)}
-    replay = replay_lib.add(replay, rows)
-    batch = replay_lib.sample_windows(replay, jax.random.PRNGKey(1), 2000, length)
+    replay = add(replay, rows)
+    batch = sample_windows(replay, jax.random.PRNGKey(1), 2000, length)
     idx = np.asarray(batch["x"][..., 0]).astype(int)
     assert idx.shape == (2000, length)
     assert np.all(np.diff(idx, axis=1) == 1)
@@ -122,7 +126,7 @@ def test_windows_stay_inside_the_given_rows_on_device_and_host():
     device = replay_lib.full({k: jnp.asarray(v) for k, v in rows.items()})
     host = replay_lib.HostReplay(rows)
     for lo, hi in ((0, 24), (24, 30)):
-        d = replay_lib.sample_windows(device, jax.random.PRNGKey(0), 500, 4, rows=(lo, hi))
+        d = sample_windows(device, jax.random.PRNGKey(0), 500, 4, rows=(lo, hi))
         h = host.sample_windows(replay_lib.host_rng(0, 1), 500, 4, rows=(lo, hi))
         for batch in (np.asarray(d["index"]), h["index"]):
             assert batch.min() >= lo and batch.max() < hi

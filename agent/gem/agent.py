@@ -13,6 +13,11 @@ learning has started, runs one jitted program: `begin_chunk` moves the targets b
 1 - 0.995^200 (`target_rate`) and refreshes the memory, and `gem.gradient_steps` `train` steps
 follow in a `lax.scan` (§5.2).
 
+The refresh evaluates Q^X at every stored row's next state (the official code's scope) and keeps
+the values in `GEMState.values`. `gem.refresh_every: K > 1` (this project's option, changes
+results) re-evaluates only a rotating 1/K of the rows plus the chunk's new ones and reuses the
+kept values elsewhere; the return kernel still sweeps every row each chunk.
+
 `gem.memory: false` is the TD3 baseline on the same agent: the memory is never computed and each
 critic pair regresses to its one-step target r + gamma (1 - d) min_twin Q'(s', a~) (the floor of
 the memory return); presets pair it with `gem.alpha: 1` (the plain squared error).
@@ -42,15 +47,22 @@ from agent import replay as replay_lib
 from agent.config import ConfigError
 from agent.gem import losses
 from agent.gem.networks import critics
-from agent.losses import smoothed_target_actions
+from agent.losses import smooth_actions, smoothed_target_actions
 from agent.memory import replay_memory_returns
-from agent.networks import batched_apply, deterministic_actor
+from agent.networks import batched_apply, deterministic_actor, even_chunk
 from agent.observations import flat_obs
 from agent.protocol import Context, DataNeeds, Spec
 
-# memory: [capacity, 2] memory returns (R^A, R^B) of every replay row; step: gradient steps done
+# memory: [capacity, 2] memory returns (R^A, R^B) of every replay row; values: [capacity, 2] the
+# twin values Q^X(s_{t+1}) they were computed from; step: gradient steps done
 GEMState = NamedTuple(
-    "GEMState", [*actor_critic.DETERMINISTIC_FIELDS, ("memory", jax.Array), ("step", jax.Array)]
+    "GEMState",
+    [
+        *actor_critic.DETERMINISTIC_FIELDS,
+        ("memory", jax.Array),
+        ("values", jax.Array),
+        ("step", jax.Array),
+    ],
 )
 
 
@@ -77,6 +89,10 @@ class GEMAgent(actor_critic.OnlineActorCritic):
             )
         if len(g.hidden) < 1:
             raise ConfigError("gem.hidden needs at least one layer")
+        if g.refresh_every > 1 and g.capacity % g.refresh_every:
+            raise ConfigError(
+                f"gem.refresh_every={g.refresh_every} must divide gem.capacity={g.capacity}"
+            )
 
     # ------------------------------------------------------------------ state
 
@@ -86,41 +102,84 @@ class GEMAgent(actor_critic.OnlineActorCritic):
         return GEMState(
             **actor_critic.initial_fields(*nets, actor_key, critic_key, spec),
             memory=jnp.zeros((self.g.capacity, 2), jnp.float32),
+            values=jnp.zeros((self.g.capacity, 2), jnp.float32),
             step=jnp.int32(0),
         )
 
     # ------------------------------------------------------------------ memory
 
-    def target_twin_values(self, state: GEMState, obs: jax.Array, key: jax.Array) -> jax.Array:
-        """Q^X(s) = min over twin X of Q'_k(s, a~), a~ the smoothed target action: [B, 2]."""
+    def target_twin_values(
+        self, state: GEMState, obs: jax.Array, key: jax.Array | None = None, eps=None
+    ) -> jax.Array:
+        """Q^X(s) = min over twin X of Q'_k(s, a~), a~ the smoothed target action: [B, 2]. The
+        smoothing noise eps ~ N(0, target_noise^2) [B, A] is drawn from `key`, or given."""
         g = self.g
         action = self.actor_net.apply(state.target_actor_params, obs)
-        action = smoothed_target_actions(action, key, g.target_noise, g.target_noise_clip)
+        if eps is None:
+            action = smoothed_target_actions(action, key, g.target_noise, g.target_noise_clip)
+        else:
+            action = smooth_actions(action, eps, g.target_noise_clip)
         return losses.twin_values(self.critic_net.apply(state.target_critic_params, obs, action))
+
+    def refreshed_values(
+        self, state: GEMState, replay: replay_lib.Replay, key: jax.Array
+    ) -> jax.Array:
+        """Q^X(s_{t+1}) of the rows this chunk re-evaluates, the others as kept: [capacity, 2].
+
+        Every row (`refresh_every` 1, and at the first learning chunk), else a rotating 1/K of
+        the rows plus the `train_every` newest.
+        """
+        if self.g.refresh_every == 1:
+            return self._evaluate(state, replay, key, None)
+        rows = self._rotating_rows(state, replay)
+        return jax.lax.cond(
+            state.step == 0,
+            lambda: self._evaluate(state, replay, key, None),
+            lambda: state.values.at[rows].set(self._evaluate(state, replay, key, rows)),
+        )
+
+    def _evaluate(self, state: GEMState, replay, key: jax.Array, rows) -> jax.Array:
+        """Q^X at the next states of `rows` (None: every row, skipping chunks past the filled
+        ones). One noise draw per evaluated row, so the values do not depend on
+        `refresh_chunk` (a speed setting)."""
+        next_obs = flat_obs(replay.data["next_observations"], self.spec)
+        if rows is not None:
+            next_obs = next_obs[rows]
+        count = next_obs.shape[0]
+        eps = self.g.target_noise * jax.random.normal(key, (count, self.spec.act_dim))
+        chunk = even_chunk(count, self.g.refresh_chunk)
+
+        def values_of(index, inputs):
+            obs, noise = inputs
+            if rows is not None:
+                return self.target_twin_values(state, obs, eps=noise)
+            return jax.lax.cond(
+                index * chunk < replay.size,
+                lambda: self.target_twin_values(state, obs, eps=noise),
+                lambda: jnp.zeros((chunk, 2), jnp.float32),
+            )
+
+        return batched_apply(values_of, (next_obs, eps), chunk)
+
+    def _rotating_rows(self, state: GEMState, replay: replay_lib.Replay) -> jax.Array:
+        """Slice (chunk number mod K) of the K equal slices of the rows, plus the newest rows."""
+        g, capacity = self.g, replay.capacity
+        size = capacity // g.refresh_every
+        start = (state.step // g.gradient_steps) % g.refresh_every * size
+        newest = replay.cursor - g.train_every + jnp.arange(min(g.train_every, capacity))
+        return jnp.concatenate([start + jnp.arange(size), newest % capacity])
 
     def refresh_memory(
         self, state: GEMState, replay: replay_lib.Replay, key: jax.Array
-    ) -> jax.Array:
-        """Twin back-propagation over every stored trajectory: the memory [capacity, 2].
+    ) -> tuple[jax.Array, jax.Array]:
+        """Twin back-propagation over every stored trajectory: (memory, values), each
+        [capacity, 2].
 
         The ring buffer is rolled so that the oldest row comes first (the kernel sweeps storage
         order as time order); empty rows become one-row trajectories that nothing reads.
         """
-        capacity = replay.capacity
-        chunk = min(self.g.refresh_chunk, capacity)
-        keys = jax.random.split(key, -(-capacity // chunk))
-
-        def values_of(index, obs):
-            # Chunks past the filled rows are skipped (a partly filled memory costs less).
-            return jax.lax.cond(
-                index * chunk < replay.size,
-                lambda: self.target_twin_values(state, obs, keys[index]),
-                lambda: jnp.zeros((chunk, 2), jnp.float32),
-            )
-
-        next_obs = flat_obs(replay.data["next_observations"], self.spec)
-        values = batched_apply(values_of, next_obs, chunk)
-        valid = jnp.arange(capacity) < replay.size
+        values = self.refreshed_values(state, replay, key)
+        valid = jnp.arange(replay.capacity) < replay.size
         ends = (replay.data["episode_ends"] > 0.5) | ~valid
         oldest_first = {
             "rewards": replay.data["rewards"],
@@ -128,21 +187,24 @@ class GEMAgent(actor_critic.OnlineActorCritic):
             "episode_ends": ends.astype(jnp.float32),
         }
         oldest_first = {k: jnp.roll(v, -replay.cursor) for k, v in oldest_first.items()}
-        values = jnp.roll(values, -replay.cursor, axis=0)
         returns = replay_memory_returns(
-            values, oldest_first, self.g.gamma, end_sentinel=self.g.end_sentinel
+            jnp.roll(values, -replay.cursor, axis=0),
+            oldest_first,
+            self.g.gamma,
+            end_sentinel=self.g.end_sentinel,
         )
-        return jnp.roll(returns, replay.cursor, axis=0)
+        return jnp.roll(returns, replay.cursor, axis=0), values
 
     def begin_chunk(self, phase, state: GEMState, replay, key) -> tuple[GEMState, dict]:
         """Targets <- rate online + (1 - rate) targets, then (GEM) the memory refresh."""
         state = actor_critic.soft_update_targets(state, self.g.target_rate)
         if not self.g.memory:
             return state, {}
-        memory = self.refresh_memory(state, replay, key)
+        memory, values = self.refresh_memory(state, replay, key)
         valid = (jnp.arange(replay.capacity) < replay.size)[:, None]
         mean_return = jnp.sum(memory * valid) / (2 * jnp.maximum(replay.size, 1))
-        return state._replace(memory=memory), {"train/memory_return": mean_return}
+        state = state._replace(memory=memory, values=values)
+        return state, {"train/memory_return": mean_return}
 
     # ------------------------------------------------------------------ updates
 
