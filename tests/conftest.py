@@ -66,9 +66,7 @@ SLOW_BY_NAME = frozenset(
         "test_host_fed_batches_train_like_device_sampling",
         "test_numpy_tanh_gaussian_actor_matches_the_haiku_actor",
         "test_the_fit_reports_every_epoch_and_its_end",
-        "test_twohot_round_trip_and_weights",
         "test_refresh_equals_kernel_on_target_heads",
-        "test_dpg_surrogate_gradient_is_the_weighted_dpg",
         "test_elites_have_lowest_holdout_mse_and_bad_member_is_excluded",
         "test_gradients_are_total_derivatives",
         "test_the_action_enters_where_the_form_says",
@@ -86,18 +84,14 @@ SLOW_BY_NAME = frozenset(
         "test_production_gradients_equal_reference_float32",
         "test_production_gradients_equal_reference_float64",
         "test_dpg_action_gradients_are_each_steps_own_total_derivative",
-        "test_imagined_critic_loss_against_a_loop",
         "test_shared_rollout_equals_the_separate_form_run_with_one_key",
         "test_the_actor_steps_rollout_is_the_one_the_critic_would_imagine_with_that_key",
         "test_end_sentinel_changes_nothing_where_the_end_is_not_bootstrapped",
         "test_end_sentinel_matches_brute_force_on_the_official_layout",
         "test_forms_match_brute_force",
-        "test_sampling_is_uniform_over_valid_rows_only",
-        "test_windows_never_cross_trajectory_ends",
         "test_imagination_draws_one_prior_head_per_step",
         "test_loss_finite_and_kl_over_every_head",
         "test_open_loop_predicts_every_step_after_the_context",
-        "test_straight_through_sample_is_one_hot_with_probability_gradient",
         "test_training_lowers_the_loss_on_a_fixed_batch",
         "test_interleaved_schedule_updates_value_and_policy_each_step",
         "test_train_chunk_refreshes_at_step_zero_and_at_the_phase_switch",
@@ -107,7 +101,13 @@ SLOW_BY_NAME = frozenset(
 
 # Session fixtures that train or build something: under pytest-xdist (`-n 2 --dist loadgroup`,
 # README's test command) every test that uses one runs in the same worker, so it is built once.
-SHARED_BUILDS = ("leq_debug_run", "bc_debug_run", "vem_debug_run", "gem_debug_run", "pixel_data_dir")
+SHARED_BUILDS = (
+    "leq_debug_run",
+    "bc_debug_run",
+    "vem_debug_run",
+    "gem_debug_run",
+    "pixel_data_dir",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before xdist reads the groups

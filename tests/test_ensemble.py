@@ -90,15 +90,17 @@ def test_fit_scaler_constant_column():
 def test_soft_clamp_logvar_bounds():
     lo, hi = jnp.float32(-10.0), jnp.float32(0.5)
     x = jnp.linspace(-100.0, 100.0, 2001)
-    y = soft_clamp_logvar(x, lo, hi)
+    clamp = jax.jit(soft_clamp_logvar)  # one program per shape, not op by op
+    y = clamp(x, lo, hi)
     # The min-bound softplus lifts the top by softplus(lo - hi) = 3e-5: bounds are soft.
-    assert bool(jnp.all(y >= lo)) and bool(jnp.all(y <= hi + 1e-4))
-    assert bool(jnp.all(jnp.diff(y) >= 0))
-    np.testing.assert_allclose(soft_clamp_logvar(jnp.float32(-4.0), lo, hi), -4.0, atol=0.02)
+    lo_np, hi_np, y_np = np.asarray(lo), np.asarray(hi), np.asarray(y)
+    assert bool(np.all(y_np >= lo_np)) and bool(np.all(y_np <= hi_np + np.float32(1e-4)))
+    assert bool(np.all(np.diff(y_np) >= 0))
+    np.testing.assert_allclose(clamp(jnp.float32(-4.0), lo, hi), -4.0, atol=0.02)
     np.testing.assert_allclose(y[-1], hi, atol=1e-4)
     np.testing.assert_allclose(y[0], lo, atol=1e-4)
     # The bounds are learnable: far above the top, the output follows max_logvar.
-    g = jax.grad(lambda h: soft_clamp_logvar(jnp.float32(50.0), lo, h))(hi)
+    g = jax.jit(jax.grad(lambda h: soft_clamp_logvar(jnp.float32(50.0), lo, h)))(hi)
     np.testing.assert_allclose(g, 1.0, atol=1e-4)
 
 
@@ -126,14 +128,15 @@ def _numpy_loss(net, z, y, wds, coef):
 
 def test_loss_matches_numpy_reference():
     cfg = EnsembleConfig(num_members=3, num_elites=2, hidden_sizes=(4, 5), weight_decays=(1, 2, 3))
-    net = init_net(jax.random.PRNGKey(1), 3, 2, cfg)
+    # one compiled program each, not op by op
+    net = jax.jit(init_net, static_argnums=(1, 2, 3))(jax.random.PRNGKey(1), 3, 2, cfg)
     rng = np.random.default_rng(0)
     net["max_logvar"] = jnp.asarray(rng.normal(size=2), jnp.float32)
     net["min_logvar"] = jnp.asarray(rng.normal(size=2) - 5, jnp.float32)
     net["layers"][-1]["b"] = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
     z = rng.normal(size=(3, 6, 3)).astype(np.float32)
     y = rng.normal(size=(3, 6, 2)).astype(np.float32)
-    loss, info = ensemble_loss(net, jnp.asarray(z), jnp.asarray(y), cfg)
+    loss, info = jax.jit(ensemble_loss, static_argnums=3)(net, jnp.asarray(z), jnp.asarray(y), cfg)
     expected = _numpy_loss(net, z.astype(np.float64), y.astype(np.float64), (1, 2, 3), 0.01)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     assert set(info) == {"loss", "nll", "weight_decay", "logvar_bounds"}
@@ -147,7 +150,7 @@ def test_improved_members_uses_relative_threshold():
 
 def test_epoch_batches_cover_every_row_in_order():
     idx = jnp.arange(20).reshape(2, 10)
-    batches = epoch_batches(idx, 4)
+    batches = jax.jit(epoch_batches, static_argnums=1)(idx, 4)  # one program, not op by op
     assert batches.shape == (3, 2, 4)
     flat = np.asarray(batches.transpose(1, 0, 2).reshape(2, -1))
     np.testing.assert_array_equal(flat[:, :10], np.asarray(idx))
@@ -189,13 +192,18 @@ def test_training_learns_linear_system(trained):
 def test_elites_have_lowest_holdout_mse_and_bad_member_is_excluded(trained):
     params, _ = trained
     x, y = inputs_and_targets(linear_system(500, 6))
-    z = apply_scaler(jnp.asarray(x), params.input_mean, params.input_std)
     bad = int(params.elites[0])
-    noise = jax.random.normal(jax.random.PRNGKey(3), params.net["layers"][-1]["w"].shape[1:])
-    layers = [dict(layer) for layer in params.net["layers"]]
-    layers[-1]["w"] = layers[-1]["w"].at[bad].add(noise)
-    corrupted = {**params.net, "layers": layers}
-    mse = np.asarray(member_mse(corrupted, z, jnp.asarray(y)))
+
+    @jax.jit  # one program, not op by op
+    def corrupted_mse(params, x, y):
+        z = apply_scaler(x, params.input_mean, params.input_std)
+        noise = jax.random.normal(jax.random.PRNGKey(3), params.net["layers"][-1]["w"].shape[1:])
+        layers = [dict(layer) for layer in params.net["layers"]]
+        layers[-1]["w"] = layers[-1]["w"].at[bad].add(noise)
+        corrupted = {**params.net, "layers": layers}
+        return member_mse(corrupted, z, y)
+
+    mse = np.asarray(corrupted_mse(params, jnp.asarray(x), jnp.asarray(y)))
     elites = select_elites(mse, CONFIG.num_elites)
     assert bad not in elites.tolist()
     assert mse[bad] == mse.max()
@@ -256,7 +264,7 @@ def test_step_gradient_wrt_action_matches_finite_differences(trained, mode):
         s, r = ensemble_step(params, obs, a, key, mode)
         return jnp.sum(s * jnp.arange(1.0, OBS_DIM + 1)) + jnp.sum(r)
 
-    grad = np.asarray(jax.grad(f)(act))
+    grad = np.asarray(jax.jit(jax.grad(f))(act))  # one compiled gradient, not a traced jit
     assert np.abs(grad).max() > 1e-3
     eps = 1e-2
     fd = np.zeros_like(grad)
@@ -272,11 +280,16 @@ def test_step_samples_only_elites(trained, jit_step, mode):
     """Tag member k by a reward-mean bias of 1000 k and a tiny variance, then read the tags back."""
     params, _ = trained
     m, d = CONFIG.num_members, OBS_DIM + 1
-    layers = [dict(layer) for layer in params.net["layers"]]
-    out = layers[-1]
-    out["w"] = out["w"].at[:, :, d - 1].set(0.0).at[:, :, 2 * d - 1].set(0.0)
-    out["b"] = out["b"].at[:, d - 1].set(1000.0 * jnp.arange(m)).at[:, 2 * d - 1].set(-30.0)
-    tagged = params._replace(net={**params.net, "layers": layers})
+
+    @jax.jit  # one program, not op by op
+    def tag(params):
+        layers = [dict(layer) for layer in params.net["layers"]]
+        out = layers[-1]
+        out["w"] = out["w"].at[:, :, d - 1].set(0.0).at[:, :, 2 * d - 1].set(0.0)
+        out["b"] = out["b"].at[:, d - 1].set(1000.0 * jnp.arange(m)).at[:, 2 * d - 1].set(-30.0)
+        return params._replace(net={**params.net, "layers": layers})
+
+    tagged = tag(params)
     batch = 1001
     _, r = jit_step(
         tagged,
@@ -321,7 +334,8 @@ def test_imagine_step_applies_reward_affine_and_termination(trained, jit_step):
     np.testing.assert_array_equal(cont, want_cont)
     assert 0 < want_cont.sum() < len(want_cont)  # both outcomes occur
     # Without a termination function every step continues.
-    _, _, always = EnsembleWorldModel(OBS_DIM, ACT_DIM, CONFIG).imagine_step(params, obs, act, key)
+    no_termination = EnsembleWorldModel(OBS_DIM, ACT_DIM, CONFIG)
+    _, _, always = jax.jit(no_termination.imagine_step)(params, obs, act, key)  # not op by op
     np.testing.assert_array_equal(always, 1.0)
 
 
@@ -337,11 +351,16 @@ def test_loss_on_a_batch_uses_raw_rewards(trained):
         "actions": jnp.asarray(data.actions),
         "rewards": jnp.asarray(data.rewards),
     }
-    loss, info = model.loss(params, batch, jax.random.PRNGKey(0))
+    loss, info = jax.jit(model.loss)(params, batch, jax.random.PRNGKey(0))  # not op by op
     x, y = inputs_and_targets(data)
-    z = apply_scaler(jnp.asarray(x), params.input_mean, params.input_std)
-    tile = lambda v: jnp.broadcast_to(jnp.asarray(v), (CONFIG.num_members, *v.shape))
-    want, _ = ensemble_loss(params.net, tile(z), tile(y), CONFIG)
+
+    @jax.jit  # one program, not op by op
+    def want_loss(params, x, y):
+        z = apply_scaler(x, params.input_mean, params.input_std)
+        tile = lambda v: jnp.broadcast_to(v, (CONFIG.num_members, *v.shape))
+        return ensemble_loss(params.net, tile(z), tile(y), CONFIG)[0]
+
+    want = want_loss(params, jnp.asarray(x), jnp.asarray(y))
     np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
     assert "nll" in info
 

@@ -15,7 +15,9 @@ docstrings changed in between), so it stands for the same behaviour on that proc
 agree closely: training metrics within 4.3e-7 (relative), policy actions within 1e-6. GEM's
 record was made anew on the AVX-512 processor when its critic became the official one, and again
 when the memory refresh came to draw its smoothing noise once per row (so `gem.refresh_chunk`
-no longer changes results); the AVX2 record has no GEM entry since (`NOT_RERECORDED`).
+no longer changes results) and when its four critics became stacked parameters under one vmap
+(rounding only: the final evaluation's return std moved by 6e-5 relative, every other entry
+stayed within the tolerances); the AVX2 record has no GEM entry since (`NOT_RERECORDED`).
 
 A processor without a record skips these whole-run checks; tests/test_agent_contract.py's
 update records (every method's compiled updates on fixed synthetic batches, compared with a

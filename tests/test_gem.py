@@ -96,12 +96,11 @@ def test_critic_loss_pairings_match_loops():
     gradient = jax.jit(jax.grad(loss))
 
     def grads_by_critic(returns, pairing):
-        # modules "q{k}/..." belong to critic k + 1
+        # row k of every stacked leaf belongs to critic k + 1
         grads = gradient(params, jnp.asarray(returns), pairing == "twin")
 
         def of_critic(k):
-            mine = [grads[m] for m in sorted(grads) if m.startswith(f"q{k}/")]
-            return np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(mine)])
+            return np.concatenate([np.ravel(leaf[k]) for leaf in jax.tree.leaves(grads)])
 
         return {k: of_critic(k) for k in range(4)}
 

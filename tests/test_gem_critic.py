@@ -19,7 +19,7 @@ def _layer_norm(x, scale, offset, eps=1e-5):
 
 def _by_hand(p: dict, k: int, obs, act, form: str):
     """Q_k(s, a) of critic k, layer by layer."""
-    q = lambda name: {n: np.asarray(v, np.float64) for n, v in p[f"q{k}/{name}"].items()}  # noqa: E731
+    q = lambda name: {n: np.asarray(v[k], np.float64) for n, v in p[name].items()}  # noqa: E731
     dense0, ln0 = q("layer_0_dense"), q("layer_0_ln")
     if form == "official":
         x = np.concatenate([obs, act], -1) @ dense0["w"] + dense0["b"]
@@ -42,11 +42,12 @@ def test_the_action_enters_where_the_form_says(form, first_in, first_ln):
     obs, act = rng.normal(size=(7, OBS)), rng.uniform(-1, 1, size=(7, ACT))
     params = net.init(jax.random.PRNGKey(0), obs.astype(np.float32), act.astype(np.float32))
     shapes = {name: {k: v.shape for k, v in leaves.items()} for name, leaves in params.items()}
-    for k in range(4):
-        assert shapes[f"q{k}/layer_0_dense"] == {"w": (first_in, HIDDEN[0]), "b": (HIDDEN[0],)}
-        assert shapes[f"q{k}/layer_0_ln"] == {"scale": (first_ln,), "offset": (first_ln,)}
-        assert shapes[f"q{k}/layer_1_dense"]["w"] == (HIDDEN[0] + ACT, HIDDEN[1])
-        assert shapes[f"q{k}/out"]["w"] == (HIDDEN[1], 1)
+    # Four critics stacked on the leading axis of every leaf.
+    assert shapes["layer_0_dense"] == {"w": (4, first_in, HIDDEN[0]), "b": (4, HIDDEN[0])}
+    assert shapes["layer_0_ln"] == {"scale": (4, first_ln), "offset": (4, first_ln)}
+    assert shapes["layer_1_dense"]["w"] == (4, HIDDEN[0] + ACT, HIDDEN[1])
+    assert shapes["out"]["w"] == (4, HIDDEN[1], 1)
+    assert not np.allclose(params["layer_0_dense"]["w"][0], params["layer_0_dense"]["w"][1])
     # Make LayerNorm's own parameters matter, so the check sees where they apply.
     params = jax.tree.map(lambda v: v + rng.normal(size=v.shape).astype(v.dtype) * 0.3, params)
     got = np.asarray(net.apply(params, obs.astype(np.float32), act.astype(np.float32)))

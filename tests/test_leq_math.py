@@ -360,9 +360,9 @@ def test_networks_shapes_and_normalisation():
     assert set(ap) == {"dense_0", "dense_1", "mean", "~"}  # "~": the top-level log_std
 
     # Orthogonal init with gain sqrt(2): W^T W = 2 I for a tall matrix.
-    w = next(v["w"] for k, v in ap.items() if k.endswith("dense_1"))
+    w = np.asarray(next(v["w"] for k, v in ap.items() if k.endswith("dense_1")))
     np.testing.assert_allclose(w.T @ w, 2.0 * np.eye(32), atol=1e-4)
-    a = networks.stochastic_action(mu, log_std, jax.random.PRNGKey(2))
+    a = jax.jit(networks.stochastic_action)(mu, log_std, jax.random.PRNGKey(2))  # not op by op
     assert a.shape == mu.shape and float(jnp.abs(a).max()) <= 1.0
     assert networks.symlog(jnp.array(-(np.e - 1))) == pytest.approx(-1.0)
     assert isinstance(critic, hk.Transformed)

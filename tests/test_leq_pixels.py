@@ -13,6 +13,11 @@ from agent.leq_pixels import losses
 from agent.leq_pixels.return_scale import return_scale, update_return_scale
 from agent.returns import continue_lambda_returns
 
+# One compiled program per call, not op by op (eager dispatch dominated these checks' time).
+update_return_scale = jax.jit(update_return_scale, static_argnums=3)
+return_scale = jax.jit(return_scale)
+twohot = jax.jit(twohot)
+
 
 def test_return_scale_tracks_percentiles_and_never_scales_up():
     returns = jnp.arange(101.0)
@@ -31,7 +36,7 @@ def test_imagined_critic_loss_against_a_loop():
     returns, q_mean, slow = rng.normal(size=(3, h, n))
     weights = rng.uniform(size=(h, n))
     tau, slowreg = 0.1, 1.0
-    got = losses.imagined_critic_loss(
+    got = jax.jit(losses.imagined_critic_loss, static_argnums=(5, 6))(
         jnp.asarray(logits), jnp.asarray(returns), jnp.asarray(q_mean), jnp.asarray(slow),
         jnp.asarray(weights), tau, slowreg, bins,
     )  # fmt: skip
@@ -52,23 +57,14 @@ def test_actor_loss_is_reinforce_with_expectile_weights():
     log_prob, entropy, returns, q_mean, baseline = rng.normal(size=(5, *shape))
     weights = rng.uniform(size=shape)
     scale, tau, eta = 2.0, 0.2, 3e-4
-    got = losses.actor_loss(
-        *map(jnp.asarray, (log_prob, entropy, returns, q_mean, baseline, weights)),
-        jnp.asarray(scale), tau, eta,
-    )  # fmt: skip
+    rest = (*map(jnp.asarray, (entropy, returns, q_mean, baseline, weights)), jnp.asarray(scale))
+    # the loss and its gradient in one compiled program, not op by op
+    loss_and_grad = jax.jit(jax.value_and_grad(lambda lp: losses.actor_loss(lp, *rest, tau, eta)))
+    got, grad = loss_and_grad(jnp.asarray(log_prob))
     w = np.where(returns > q_mean, tau, 1 - tau)
     expected = np.mean(weights * -(log_prob * w * (returns - baseline) / scale + eta * entropy))
     assert float(got) == pytest.approx(expected, rel=1e-5)
     # the gradient reaches log pi only, scaled by the (constant) weighted advantage
-    grad = jax.grad(
-        lambda lp: losses.actor_loss(
-            lp,
-            *map(jnp.asarray, (entropy, returns, q_mean, baseline, weights)),
-            jnp.asarray(scale),
-            tau,
-            eta,
-        )  # fmt: skip
-    )(jnp.asarray(log_prob))
     np.testing.assert_allclose(
         grad, -weights * w * (returns - baseline) / scale / log_prob.size, rtol=1e-5
     )
@@ -77,9 +73,15 @@ def test_actor_loss_is_reinforce_with_expectile_weights():
 def test_tanh_gaussian_log_prob_against_change_of_variables():
     u = jnp.array([[0.3, -1.2]])
     mean, std = jnp.array([[0.1, -0.5]]), jnp.array([[0.5, 0.9]])
-    normal = -0.5 * ((u - mean) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)
-    expected = jnp.sum(normal - jnp.log(1 - jnp.tanh(u) ** 2), axis=-1)
-    np.testing.assert_allclose(losses.tanh_gaussian_log_prob(u, mean, std), expected, rtol=1e-5)
+
+    @jax.jit  # one program, not op by op
+    def change_of_variables(u, mean, std):
+        normal = -0.5 * ((u - mean) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)
+        return jnp.sum(normal - jnp.log(1 - jnp.tanh(u) ** 2), axis=-1)
+
+    expected = change_of_variables(u, mean, std)
+    got = jax.jit(losses.tanh_gaussian_log_prob)(u, mean, std)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 def test_data_targets_fold_the_continue_discount():
@@ -157,7 +159,7 @@ def test_dpg_surrogate_gradient_is_the_weighted_action_gradient():
     rng = np.random.default_rng(3)
     actions, grads = jnp.asarray(rng.normal(size=(2, 4, 3, 2)))
     returns, q = jnp.asarray(rng.normal(size=(2, 4, 3)))
-    got = jax.grad(lambda a: dpg_surrogate(a, grads, returns, q, 0.2))(actions)
+    got = jax.jit(jax.grad(lambda a: dpg_surrogate(a, grads, returns, q, 0.2)))(actions)
     omega = np.where(np.asarray(returns) > np.asarray(q), 0.2, 0.8)
     omega[-1] = 0.5
     np.testing.assert_allclose(got, -omega[..., None] * np.asarray(grads) / 3, rtol=1e-6)

@@ -1,5 +1,6 @@
 """LEQ_DV3's optimiser (agent/optimizers.py) against the update equations written out."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -13,7 +14,13 @@ def test_laprop_matches_the_equations_step_by_step():
     tx = laprop(optax.constant_schedule(lr), agc=agc, eps=eps, b1=b1, b2=b2)
     params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]])}
     grads = [np.array([[0.1, -0.2], [0.05, 0.4]]), np.array([[2.0, 0.3], [-0.1, -0.2]])]
-    state = tx.init(params)
+    state = jax.jit(tx.init)(params)
+
+    @jax.jit  # one compiled optimiser step, not op by op
+    def step(grads, state, params):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
     p, m, v = np.array(params["w"]), np.zeros((2, 2)), np.zeros((2, 2))
     for t, g in enumerate(grads, 1):
         # AGC per output unit (column of a [in, out] matrix): |g| <= agc * max(|p|, 1e-3)
@@ -24,13 +31,12 @@ def test_laprop_matches_the_equations_step_by_step():
         u = g / (np.sqrt(v / (1 - b2**t)) + eps)
         m = b1 * m + (1 - b1) * u
         p = p - lr * m / (1 - b1**t)
-        updates, state = tx.update({"w": jnp.asarray(grads[t - 1])}, state, params)
-        params = optax.apply_updates(params, updates)
+        params, state = step({"w": jnp.asarray(grads[t - 1])}, state, params)
         np.testing.assert_allclose(params["w"], p, rtol=1e-5, atol=1e-6)
 
 
 def test_learning_rate_warms_up_then_anneals_to_zero():
-    schedule = lr_schedule(1.0, warmup=10, steps=110, anneal="cosine")
+    schedule = jax.jit(lr_schedule(1.0, warmup=10, steps=110, anneal="cosine"))  # not op by op
     assert float(schedule(0)) == 0.0 and float(schedule(5)) == pytest.approx(0.5)
     assert float(schedule(10)) == pytest.approx(1.0)
     assert float(schedule(60)) == pytest.approx(0.5, abs=1e-6)  # half-way through the cosine

@@ -18,6 +18,9 @@ from agent.optimizers import apply_gradients
 
 RNG = np.random.default_rng(0)
 
+# One compiled program per call, not op by op (eager dispatch dominated these checks' time).
+continue_lambda_returns = jax.jit(returns.continue_lambda_returns, static_argnums=(3, 4))
+
 
 # ----------------------------------------------------------------------------- losses
 
@@ -38,9 +41,15 @@ def test_expectile_weight_and_loss_match_a_loop(tau):
 def test_the_expectile_loss_is_minimised_by_the_expectile():
     targets = jnp.asarray(RNG.normal(size=4096))
     grid = jnp.linspace(-1, 1, 2001)
+
+    @jax.jit  # one program for the three taus, not op by op
+    def minimiser_and_mean(tau):
+        total = jax.vmap(lambda c: jnp.mean(losses.expectile_loss(targets - c, tau)))
+        return grid[jnp.argmin(total(grid))], jnp.mean(targets)
+
     for tau, lo, hi in ((0.7, 0.2, 0.5), (0.3, -0.5, -0.2), (0.5, -0.05, 0.05)):
-        total = jax.vmap(lambda c, tau=tau: jnp.mean(losses.expectile_loss(targets - c, tau)))
-        best = float(grid[jnp.argmin(total(grid))]) - float(jnp.mean(targets))
+        minimiser, mean = minimiser_and_mean(tau)
+        best = float(minimiser) - float(mean)
         assert lo < best < hi, (tau, best)
 
 
@@ -60,7 +69,8 @@ def test_twin_critic_loss_and_clipped_double_q_targets_match_loops():
 
 def test_smoothed_target_actions_are_clipped_noise():
     actions = jnp.asarray(RNG.uniform(-1, 1, size=(4096, 3)), jnp.float32)
-    smoothed = losses.smoothed_target_actions(actions, jax.random.PRNGKey(0), 0.2, 0.5)
+    smooth = jax.jit(losses.smoothed_target_actions, static_argnums=(2, 3))  # not op by op
+    smoothed = smooth(actions, jax.random.PRNGKey(0), 0.2, 0.5)
     noise = np.asarray(smoothed - actions)
     inside = np.abs(np.asarray(smoothed)) < 1.0
     assert np.all(np.abs(noise) <= 0.5 + 1e-6) and np.all(np.abs(np.asarray(smoothed)) <= 1.0)
@@ -71,7 +81,8 @@ def test_tanh_gaussian_log_prob_is_the_change_of_variables_density():
     """log pi(a) = log N(u) - sum log |d tanh(u)/du|, checked per dimension with scipy."""
     mean = jnp.asarray(RNG.normal(size=(64, 2)))
     log_std = jnp.asarray(RNG.uniform(-1, 0.5, size=(64, 2)))
-    action, log_prob = losses.sample_tanh_gaussian(mean, log_std, jax.random.PRNGKey(3))
+    sample = jax.jit(losses.sample_tanh_gaussian)  # one program, not op by op
+    action, log_prob = sample(mean, log_std, jax.random.PRNGKey(3))
     u = np.arctanh(np.clip(np.asarray(action, np.float64), -1 + 1e-7, 1 - 1e-7))
     density = stats.norm.logpdf(u, np.asarray(mean), np.exp(np.asarray(log_std)))
     jacobian = np.log(1.0 - np.tanh(u) ** 2)
@@ -102,12 +113,15 @@ def test_dpg_surrogate_gradient_is_the_weighted_dpg():
     theta = {"w": jnp.asarray(rng.normal(size=(obs_dim, act)), jnp.float32), "b": jnp.ones(act)}
     policy = lambda p, s: jnp.tanh(s @ p["w"] + p["b"])
 
-    grad = jax.grad(lambda p: losses.dpg_surrogate(policy(p, states), g, omega))(theta)
-    want = jax.tree.map(jnp.zeros_like, theta)
+    # one compiled gradient each (not op by op); the loop below stays a loop over t and b
+    grad = jax.jit(jax.grad(lambda p: losses.dpg_surrogate(policy(p, states), g, omega)))(theta)
+    row_grad = jax.jit(jax.grad(lambda p, s, g_tb: jnp.dot(g_tb, policy(p, s))))
+    states_np, g_np, omega_np = np.asarray(states), np.asarray(g), np.asarray(omega)
+    want = jax.tree.map(lambda x: np.zeros_like(np.asarray(x)), theta)
     for t in range(horizon + 1):
         for b in range(batch):
-            row = jax.grad(lambda p, t=t, b=b: jnp.dot(g[t, b], policy(p, states[t, b])))(theta)
-            want = jax.tree.map(lambda w, r, t=t, b=b: w - omega[t, b] * r / batch, want, row)
+            row = jax.tree.map(np.asarray, row_grad(theta, states_np[t, b], g_np[t, b]))
+            want = jax.tree.map(lambda w, r, t=t, b=b: w - omega_np[t, b] * r / batch, want, row)
     for k in theta:
         np.testing.assert_allclose(grad[k], want[k], rtol=1e-5, atol=1e-6)
 
@@ -183,8 +197,9 @@ def test_state_form_matches_the_closed_form(terminate):
     alive = np.cumprod(np.r_[np.ones((1, n)), 1.0 - dones], axis=0)
     if terminate:
         assert 0 < alive[-1].sum() < n
-    np.testing.assert_allclose(returns.alive_masks(jnp.asarray(dones)), alive)
-    got = returns.lambda_returns(*(jnp.asarray(x) for x in (rewards, q, alive)), gamma, lam)
+    np.testing.assert_allclose(jax.jit(returns.alive_masks)(jnp.asarray(dones)), alive)
+    lambda_returns = jax.jit(returns.lambda_returns, static_argnums=(3, 4))  # not op by op
+    got = lambda_returns(*(jnp.asarray(x) for x in (rewards, q, alive)), gamma, lam)
     want = _state_form_brute(rewards, q, alive, gamma, lam)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -193,8 +208,8 @@ def test_latent_form_per_step_matches_the_closed_form():
     h, n = 5, 4
     rewards, continues = RNG.normal(size=(h, n)), RNG.uniform(0.0, 1.0, size=(h, n))
     q = RNG.normal(size=(h + 1, n))
-    got = returns.continue_lambda_returns(
-        jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), 0.95, masks="per_step"
+    got = continue_lambda_returns(
+        jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), 0.95, "per_step"
     )
     np.testing.assert_allclose(got, _closed_form_lambda(rewards, continues, q, 0.95), rtol=1e-5)
 
@@ -207,14 +222,14 @@ def test_latent_form_cumulative_masks_against_a_loop():
     alive = np.cumprod(np.r_[np.ones((1, n)), continues], axis=0)  # M_0 .. M_H
     expected = _loop_lambda_scan(rewards, alive[:-1], alive[1:], q, lam)
     args = (jnp.asarray(rewards), jnp.asarray(continues), jnp.asarray(q), lam)
-    got = returns.continue_lambda_returns(*args)
+    got = continue_lambda_returns(*args, "cumulative")
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    per_step = returns.continue_lambda_returns(*args, masks="per_step")
+    per_step = continue_lambda_returns(*args, "per_step")
     assert not np.allclose(got[:-1], per_step[:-1])  # soft continues: the forms differ
     ones = jnp.ones((h, n))
     np.testing.assert_allclose(  # hard continues: they agree
-        returns.continue_lambda_returns(args[0], ones, args[2], lam),
-        returns.continue_lambda_returns(args[0], ones, args[2], lam, "per_step"),
+        continue_lambda_returns(args[0], ones, args[2], lam, "cumulative"),
+        continue_lambda_returns(args[0], ones, args[2], lam, "per_step"),
         rtol=1e-6,
     )
 
@@ -223,7 +238,7 @@ def test_a_zero_continue_cuts_the_return():
     rewards = jnp.array([[1.0], [5.0], [7.0]])
     continues = jnp.array([[0.0], [1.0], [1.0]])
     q = jnp.array([[2.0], [100.0], [100.0], [100.0]])
-    got = returns.continue_lambda_returns(rewards, continues, q, 1.0)
+    got = continue_lambda_returns(rewards, continues, q, 1.0, "cumulative")
     # G_0 mixes Q_0 = 2 with returns that all stop after r_1 = 1: (2 + 1 + 1 + 1) / 4
     assert float(got[0, 0]) == pytest.approx(5.0 / 4.0)
 
@@ -242,28 +257,34 @@ def test_critics_are_independent_mlps_under_their_names():
     """Checkpoints depend on the names: q<k>/dense_<i> and q<k>/out."""
     net = networks.critics([8, 8], num_critics=3)
     obs, act = jnp.asarray(RNG.normal(size=(5, 4))), jnp.asarray(RNG.normal(size=(5, 2)))
-    params = net.init(jax.random.PRNGKey(0), obs, act)
+    params = jax.jit(net.init)(jax.random.PRNGKey(0), obs, act)  # one program, not op by op
     assert sorted(params) == sorted(
         f"q{k}/{layer}" for k in range(3) for layer in ("dense_0", "dense_1", "out")
     )
-    q = net.apply(params, obs, act)
+    q = np.asarray(jax.jit(net.apply)(params, obs, act))
     x = jnp.concatenate([obs, act], axis=-1)
-    for k in range(3):
+
+    @jax.jit  # one critic by hand, compiled once for the three
+    def by_hand(hidden, out, x):
         h = x
-        for layer in ("dense_0", "dense_1"):
-            h = jax.nn.relu(h @ params[f"q{k}/{layer}"]["w"] + params[f"q{k}/{layer}"]["b"])
-        want = h @ params[f"q{k}/out"]["w"] + params[f"q{k}/out"]["b"]
+        for layer in hidden:
+            h = jax.nn.relu(h @ layer["w"] + layer["b"])
+        return h @ out["w"] + out["b"]
+
+    for k in range(3):
+        hidden = [params[f"q{k}/{layer}"] for layer in ("dense_0", "dense_1")]
+        want = by_hand(hidden, params[f"q{k}/out"], x)
         np.testing.assert_allclose(q[:, k], want[:, 0], rtol=1e-5, atol=1e-6)
 
 
 def test_actors_are_bounded():
     obs = jnp.asarray(RNG.normal(size=(7, 4)) * 10.0)
     det = networks.deterministic_actor([8], 3, layer_norm=True)
-    params = det.init(jax.random.PRNGKey(0), obs)
+    params = jax.jit(det.init)(jax.random.PRNGKey(0), obs)  # one program each, not op by op
     assert sorted(params) == ["dense_0", "ln_0", "out"]
-    assert np.all(np.abs(np.asarray(det.apply(params, obs))) <= 1.0)
+    assert np.all(np.abs(np.asarray(jax.jit(det.apply)(params, obs))) <= 1.0)
     gauss = networks.tanh_gaussian_actor([8], 3)
-    mean, log_std = gauss.apply(gauss.init(jax.random.PRNGKey(1), obs), obs)
+    mean, log_std = jax.jit(gauss.apply)(jax.jit(gauss.init)(jax.random.PRNGKey(1), obs), obs)
     assert mean.shape == log_std.shape == (7, 3)
     assert np.all((np.asarray(log_std) >= -5.0) & (np.asarray(log_std) <= 2.0))
 

@@ -9,6 +9,10 @@ The actor is the shared deterministic one with LayerNorm (agent/networks.py
   LayerNorm spans width + |A| features). `critic_form="late_action"` (this project's earlier
   form): s alone at the input, the action concatenated after the first layer's ReLU.
   Returns [B, num_critics]; critics (0, 1) form twin A and (2, 3) twin B.
+  The critics' parameters are stacked (every leaf [num_critics, ...], under the one critic's
+  names) and applied with one `vmap`, so each layer is one batched product and the optimiser
+  sees a few large leaves. Initialisation draws each critic as `num_critics` separate haiku
+  modules (`q<k>/...`) would, then stacks them.
 
 No observation normalisation (GEM feeds raw observations).
 """
@@ -47,7 +51,7 @@ def _first_layer(width: int, form: str, obs: jax.Array, action: jax.Array) -> ja
 def critics(
     hidden: Sequence[int], num_critics: int = NUM_CRITICS, form: str = "official"
 ) -> hk.Transformed:
-    """(obs [B, obs_dim], action [B, act_dim]) -> Q [B, num_critics]."""
+    """(obs [B, obs_dim], action [B, act_dim]) -> Q [B, num_critics], parameters stacked."""
 
     def one_critic(obs: jax.Array, action: jax.Array) -> jax.Array:
         x = _first_layer(hidden[0], form, obs, action)
@@ -55,7 +59,28 @@ def critics(
             x = _dense_ln_relu(width, f"layer_{i}", x)
         return hk.Linear(1, name="out")(x)
 
-    def forward(obs: jax.Array, action: jax.Array) -> jax.Array:
-        return ensemble(num_critics, "q", one_critic, obs, action)
+    single = hk.without_apply_rng(hk.transform(one_critic))
+    separate = hk.without_apply_rng(
+        hk.transform(lambda obs, action: ensemble(num_critics, "q", one_critic, obs, action))
+    )
 
-    return hk.without_apply_rng(hk.transform(forward))
+    def init(key: jax.Array, obs: jax.Array, action: jax.Array) -> hk.Params:
+        return stack_members(separate.init(key, obs, action), "q", num_critics)
+
+    def apply(params: hk.Params, obs: jax.Array, action: jax.Array) -> jax.Array:
+        q = jax.vmap(single.apply, in_axes=(0, None, None))(params, obs, action)  # [K, B, 1]
+        return jnp.moveaxis(q[..., 0], 0, -1)
+
+    return hk.Transformed(init, apply)
+
+
+def stack_members(params: hk.Params, prefix: str, count: int) -> hk.Params:
+    """{"<prefix><k>/<module>": leaves} for k < count -> {"<module>": leaves stacked on axis 0}."""
+    modules = [name.split("/", 1)[1] for name in params if name.startswith(f"{prefix}0/")]
+    return {
+        module: jax.tree.map(
+            lambda *leaves: jnp.stack(leaves),
+            *[params[f"{prefix}{k}/{module}"] for k in range(count)],
+        )
+        for module in modules
+    }
