@@ -238,9 +238,9 @@ def test_partly_filled_memory_ignores_empty_rows(small_agent):
     rows = _rows(np.random.default_rng(4), [(10, True), (7, False)])
     state = init_jitted(agent, 0)
     replay = filled_replay(rows, agent.g.capacity)
-    memory = np.asarray(agent.refresh_memory(state, replay, jax.random.PRNGKey(1))[0])
+    memory = np.asarray(jax.jit(agent.refresh_memory)(state, replay, jax.random.PRNGKey(1))[0])
     next_obs = jnp.asarray(rows["next_observations"][STATE])
-    values = np.asarray(agent.target_twin_values(state, next_obs, jax.random.key(2)))
+    values = np.asarray(jax.jit(agent.target_twin_values)(state, next_obs, jax.random.key(2)))
     expected = brute_force(
         rows["rewards"], values, 1.0 - rows["masks"], rows["episode_ends"], 0.99, True, "twin"
     )

@@ -40,7 +40,9 @@ def test_the_action_enters_where_the_form_says(form, first_in, first_ln):
     net = critics(HIDDEN, form=form)
     rng = np.random.default_rng(0)
     obs, act = rng.normal(size=(7, OBS)), rng.uniform(-1, 1, size=(7, ACT))
-    params = net.init(jax.random.PRNGKey(0), obs.astype(np.float32), act.astype(np.float32))
+    # one compiled program each (op by op, four stacked critics compile many small kernels)
+    init, apply = jax.jit(net.init), jax.jit(net.apply)
+    params = init(jax.random.PRNGKey(0), obs.astype(np.float32), act.astype(np.float32))
     shapes = {name: {k: v.shape for k, v in leaves.items()} for name, leaves in params.items()}
     # Four critics stacked on the leading axis of every leaf.
     assert shapes["layer_0_dense"] == {"w": (4, first_in, HIDDEN[0]), "b": (4, HIDDEN[0])}
@@ -50,6 +52,6 @@ def test_the_action_enters_where_the_form_says(form, first_in, first_ln):
     assert not np.allclose(params["layer_0_dense"]["w"][0], params["layer_0_dense"]["w"][1])
     # Make LayerNorm's own parameters matter, so the check sees where they apply.
     params = jax.tree.map(lambda v: v + rng.normal(size=v.shape).astype(v.dtype) * 0.3, params)
-    got = np.asarray(net.apply(params, obs.astype(np.float32), act.astype(np.float32)))
+    got = np.asarray(apply(params, obs.astype(np.float32), act.astype(np.float32)))
     want = np.concatenate([_by_hand(params, k, obs, act, form) for k in range(4)], -1)
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
