@@ -227,15 +227,20 @@ def dump_config(cfg: Mapping, path: Path) -> None:
     tmp.replace(path)
 
 
+# Keys that set how fast a run goes, not what it computes (beyond float rounding): a run resumes,
+# and a sweep record still matches, when only these changed since it started.
+SPEED_SETTINGS = frozenset({"gem.refresh_chunk"})
+
+
 def fill_missing(saved: Mapping, current: Mapping, prefix: str = "") -> tuple[dict, list[str]]:
-    """(saved with the keys it lacks taken from current, the dotted keys so added): a run saved
-    before a config key existed resumes with that key's current value; a key that has moved
-    since is moved first (`upgrade_moved_keys`)."""
+    """(saved with the keys it lacks, and its SPEED_SETTINGS, taken from current; the dotted keys
+    so taken): a run saved before a config key existed resumes with that key's current value; a
+    key that has moved since is moved first (`upgrade_moved_keys`)."""
     saved = saved if prefix else upgrade_moved_keys(saved)
     merged, added = dict(saved), []
     for key, value in current.items():
         dotted = f"{prefix}{key}"
-        if key not in saved:
+        if key not in saved or (dotted in SPEED_SETTINGS and saved[key] != value):
             merged[key] = value
             added.append(dotted)
         elif isinstance(value, Mapping) and isinstance(saved[key], Mapping):

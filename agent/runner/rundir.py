@@ -54,7 +54,8 @@ def prepare_logdir(cfg: Config, logdir: Path) -> None:
     logdir.mkdir(parents=True, exist_ok=True)
     saved_path = logdir / "config.yaml"
     if saved_path.exists():
-        # Keys added to the config since the run started take their current values.
+        # Keys added to the config since the run started, and speed settings, take their
+        # current values.
         saved, added = fill_missing(load_yaml_file(saved_path), cfg.to_dict())
         key = first_difference(saved, cfg.to_dict())
         if key is not None:
@@ -63,7 +64,9 @@ def prepare_logdir(cfg: Config, logdir: Path) -> None:
                 "rerun with the same config to resume, or choose another --logdir"
             )
         if added:
-            print(f"config: keys new since this run started: {', '.join(added)}", flush=True)
+            taken = ", ".join(added)
+            line = f"config: keys new or speed settings changed since this run started: {taken}"
+            print(line, flush=True)
             with reported_write(saved_path):
                 dump_config(cfg, saved_path)
     else:
