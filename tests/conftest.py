@@ -29,6 +29,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The suite's programs are small and compiled once each, so compiling dominates its time: LLVM's
+# optimisation level 0 compiles them several times faster (jit(RssmWorldModel.init): 2.8 s
+# against 26 s) and runs them a little slower. Floats differ from the default level in the last
+# bits, so whole-run fingerprints have records per level (tests/fingerprint.py). Set before any
+# computation (this process and, through the environment, every subprocess); a level the user
+# set in XLA_FLAGS is kept.
+SUITE_XLA_FLAG = "--xla_backend_optimization_level=0"
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SUITE_XLA_FLAG}".strip()
+
 # jax writes only compilations slower than 1 s or larger than a few bytes by default; the test
 # suite's programs are many small ones compiled again by every run, so cache them all. A whole
 # session writes about 50 MB; the cap keeps a cache reused across sessions bounded (LRU).

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -46,7 +48,8 @@ CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl
 
 def cpu_signature() -> str:
     """The vector extensions of this processor that XLA's CPU code generation may use, joined by
-    spaces: the key of this processor's records."""
+    spaces, then the LLVM optimisation level when XLA_FLAGS sets one (" O0": the test suite's,
+    tests/conftest.py): the key of this processor's records."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -55,7 +58,9 @@ def cpu_signature() -> str:
         (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
         [],
     )
-    return " ".join(f for f in CPU_FEATURES if f in flags)
+    level = re.search(r"--xla_backend_optimization_level=(\d+)", os.environ.get("XLA_FLAGS", ""))
+    suffix = f" O{level.group(1)}" if level else ""
+    return " ".join(f for f in CPU_FEATURES if f in flags) + suffix
 
 
 def load_records() -> dict[str, dict]:

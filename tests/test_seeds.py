@@ -96,8 +96,12 @@ print(json.dumps({"return": result["eval/return"]}))
 """
 
 
+# The suite's XLA flags (its optimisation level, tests/conftest.py) plus two host devices.
+TWO_DEVICE_FLAGS = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+
+
 def _two_devices(logdir: Path, sets: list[str]) -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "XLA_FLAGS": TWO_DEVICE_FLAGS}
     out = subprocess.run(
         [sys.executable, "-c", TWO_DEVICES, str(logdir), *sets],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -138,7 +142,7 @@ print(got.sharding.spec, len(got.addressable_shards), got.addressable_shards[0].
 
 @pytest.mark.slow
 def test_data_parallel_samples_are_split_over_the_devices():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "XLA_FLAGS": TWO_DEVICE_FLAGS}
     out = subprocess.run(
         [sys.executable, "-c", SPLIT_BATCH], cwd=ROOT, env=env, capture_output=True, text=True
     )
