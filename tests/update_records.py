@@ -3,7 +3,8 @@
 tests/test_agent_contract.py trains each method (and observation kind) for two steps of every
 phase of its schedule on seeded synthetic rows, then reads the policy's deterministic actions on
 fixed observations (or, for a method without a policy, its report). Those numbers are compared
-with tests/records/update_records.json with a float32 tolerance (RTOL, ATOL), so unlike the
+with tests/records/update_records.json (update_records_O0.json at the suite's optimisation level,
+`records_path`) with a float32 tolerance (RTOL, ATOL), so unlike the
 whole-run fingerprints (tests/fingerprint.py, bit-exact per processor) they hold on every
 processor: a behaviour change in any update function fails on any machine.
 
@@ -20,14 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parent / "records" / "update_records.json"
+RECORDS_DIR = Path(__file__).resolve().parent / "records"
 WRITE_ENV = "WMRL_WRITE_UPDATE_RECORDS"
 RTOL, ATOL = 1e-4, 1e-6
 
 
+def records_path() -> Path:
+    """update_records.json, or update_records_O0.json at LLVM optimisation level 0 (the test
+    suite's, tests/conftest.py): between the levels, leq_pixels' critic gradient norm after the
+    seeded steps moved by 23 %, beyond any float tolerance, while every other method agreed."""
+    level_0 = "--xla_backend_optimization_level=0" in os.environ.get("XLA_FLAGS", "")
+    return RECORDS_DIR / ("update_records_O0.json" if level_0 else "update_records.json")
+
+
 def load_records() -> dict[str, dict]:
-    """{"method/kind": record} from tests/records/update_records.json."""
-    return json.loads(DATA.read_text()) if DATA.exists() else {}
+    """{"method/kind": record} from `records_path()`."""
+    path = records_path()
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def as_record(value):
@@ -43,7 +53,7 @@ def check_or_write(case: str, found: dict) -> None:
     records = load_records()
     if os.environ.get(WRITE_ENV) == "1":
         records[case] = found
-        DATA.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        records_path().write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
         return
     assert case in records, (
         f"no update record for {case}: run `python -m tests.update_records --write`"
@@ -69,7 +79,9 @@ def main() -> int:
         print(__doc__)
         return 2
     os.environ[WRITE_ENV] = "1"
-    DATA.unlink(missing_ok=True)
+    from tests import conftest  # noqa: F401  (sets the suite's XLA flags, hence the file)
+
+    records_path().unlink(missing_ok=True)
     return pytest.main(["-q", "-p", "no:cacheprovider", "tests/test_agent_contract.py"])
 
 
