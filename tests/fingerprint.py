@@ -48,8 +48,9 @@ CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl
 
 def cpu_signature() -> str:
     """The vector extensions of this processor that XLA's CPU code generation may use, joined by
-    spaces, then the LLVM optimisation level when XLA_FLAGS sets one (" O0": the test suite's,
-    tests/conftest.py): the key of this processor's records."""
+    spaces, then " O0" when XLA_FLAGS sets LLVM optimisation level 0 (the test suite's,
+    tests/conftest.py; any other level uses the records without it): the key of this
+    processor's records."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -58,9 +59,8 @@ def cpu_signature() -> str:
         (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
         [],
     )
-    level = re.search(r"--xla_backend_optimization_level=(\d+)", os.environ.get("XLA_FLAGS", ""))
-    suffix = f" O{level.group(1)}" if level else ""
-    return " ".join(f for f in CPU_FEATURES if f in flags) + suffix
+    level_0 = re.search(r"--xla_backend_optimization_level=0\b", os.environ.get("XLA_FLAGS", ""))
+    return " ".join(f for f in CPU_FEATURES if f in flags) + (" O0" if level_0 else "")
 
 
 def load_records() -> dict[str, dict]:
