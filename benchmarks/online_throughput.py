@@ -139,10 +139,7 @@ def flops_per_env_step(setup: Setup) -> float:
             )
             / rows
         )
-        evaluated = agent.replay_capacity
-        if g.refresh_every > 1:
-            evaluated = agent.replay_capacity // g.refresh_every + g.train_every
-        flops += evaluated * one_row
+        flops += agent.rows_per_refresh * one_row
     return flops / agent.env_steps_per_chunk
 
 

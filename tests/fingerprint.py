@@ -59,8 +59,13 @@ def cpu_signature() -> str:
         (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
         [],
     )
-    level_0 = re.search(r"--xla_backend_optimization_level=0\b", os.environ.get("XLA_FLAGS", ""))
-    return " ".join(f for f in CPU_FEATURES if f in flags) + (" O0" if level_0 else "")
+    return " ".join(f for f in CPU_FEATURES if f in flags) + (" O0" if at_level_0() else "")
+
+
+def at_level_0() -> bool:
+    """Whether XLA_FLAGS sets LLVM optimisation level 0 (the test suite's, tests/conftest.py)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return re.search(r"--xla_backend_optimization_level=0\b", flags) is not None
 
 
 def load_records() -> dict[str, dict]:

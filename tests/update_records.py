@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.fingerprint import at_level_0
+
 RECORDS_DIR = Path(__file__).resolve().parent / "records"
 WRITE_ENV = "WMRL_WRITE_UPDATE_RECORDS"
 RTOL, ATOL = 1e-4, 1e-6
@@ -30,8 +32,7 @@ def records_path() -> Path:
     """update_records.json, or update_records_O0.json at LLVM optimisation level 0 (the test
     suite's, tests/conftest.py): between the levels, leq_pixels' critic gradient norm after the
     seeded steps moved by 23 %, beyond any float tolerance, while every other method agreed."""
-    level_0 = "--xla_backend_optimization_level=0" in os.environ.get("XLA_FLAGS", "")
-    return RECORDS_DIR / ("update_records_O0.json" if level_0 else "update_records.json")
+    return RECORDS_DIR / ("update_records_O0.json" if at_level_0() else "update_records.json")
 
 
 def load_records() -> dict[str, dict]:

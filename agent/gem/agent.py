@@ -161,13 +161,23 @@ class GEMAgent(actor_critic.OnlineActorCritic):
 
         return batched_apply(values_of, (next_obs, eps), chunk)
 
+    def _rotating_sizes(self) -> tuple[int, int]:
+        """(rows of one rotating slice, newest rows) that a refresh_every > 1 chunk evaluates."""
+        g = self.g
+        return g.capacity // g.refresh_every, min(g.train_every, g.capacity)
+
+    @property
+    def rows_per_refresh(self) -> int:
+        """Rows a refresh evaluates after the first learning chunk (all at refresh_every 1)."""
+        return self.g.capacity if self.g.refresh_every == 1 else sum(self._rotating_sizes())
+
     def _rotating_rows(self, state: GEMState, replay: replay_lib.Replay) -> jax.Array:
         """Slice (chunk number mod K) of the K equal slices of the rows, plus the newest rows."""
         g, capacity = self.g, replay.capacity
-        size = capacity // g.refresh_every
+        size, newest = self._rotating_sizes()
         start = (state.step // g.gradient_steps) % g.refresh_every * size
-        newest = replay.cursor - g.train_every + jnp.arange(min(g.train_every, capacity))
-        return jnp.concatenate([start + jnp.arange(size), newest % capacity])
+        newest_rows = replay.cursor - g.train_every + jnp.arange(newest)
+        return jnp.concatenate([start + jnp.arange(size), newest_rows % capacity])
 
     def refresh_memory(
         self, state: GEMState, replay: replay_lib.Replay, key: jax.Array
