@@ -229,7 +229,7 @@ def dump_config(cfg: Mapping, path: Path) -> None:
 
 # Keys that set how fast a run goes, not what it computes (beyond float rounding): a run resumes,
 # and a sweep record still matches, when only these changed since it started.
-SPEED_SETTINGS = frozenset({"gem.refresh_chunk"})
+SPEED_SETTINGS = frozenset({"gem.refresh_chunk", "rssm.formulation"})
 
 
 def fill_missing(saved: Mapping, current: Mapping, prefix: str = "") -> tuple[dict, list[str]]:

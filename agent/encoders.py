@@ -5,6 +5,12 @@ The encoder is DrQ's (Kostrikov et al. 2020; Yarats et al. 2021): frames scaled 
 VALID padding, ReLU), flattened, then Linear(feature_dim) -> LayerNorm -> tanh. A pixel policy
 reads `encoder(image)` concatenated with the observation's other (flat) fields
 (agent/bc/networks.py).
+
+Frame stacks: an encoder may read the last k frames of an image field as one image [H, W, k C],
+the frames side by side on channels, oldest first (V-D4RL's DrQ+BC stacks 3). Training batches
+gather them from the replay (agent/replay.py, `sample_stacked`); a policy keeps them as its carry
+between environment steps (`start_frame_stack`, `push_frame`). The stack is one image, so
+`random_shift` moves all its frames by the same offset.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from agent.protocol import Spec
+from agent.protocol import Field, Spec
 
 
 def image_fields(spec: Spec) -> list[str]:
@@ -21,6 +27,30 @@ def image_fields(spec: Spec) -> list[str]:
     return sorted(
         name for name, f in spec.obs.items() if f.dtype == jnp.uint8 and len(f.shape) == 3
     )
+
+
+def stacked_spec(spec: Spec, frames: int) -> Spec:
+    """`spec` with each image field [H, W, C] seen as a stack of `frames` frames [H, W, frames C]
+    (the other fields unchanged)."""
+    images = set(image_fields(spec))
+    fields = {
+        name: Field((*f.shape[:-1], f.shape[-1] * frames), f.dtype) if name in images else f
+        for name, f in spec.obs.items()
+    }
+    return Spec(fields, spec.act_dim, spec.max_episode_steps)
+
+
+def start_frame_stack(frame: jax.Array, frames: int) -> jax.Array:
+    """The stack at an episode's first step: its first frame [..., H, W, C] repeated `frames`
+    times on channels -> [..., H, W, frames C] (the replay repeats a trajectory's first frame
+    the same way)."""
+    return jnp.concatenate([frame] * frames, axis=-1)
+
+
+def push_frame(stack: jax.Array, frame: jax.Array) -> jax.Array:
+    """The stack [..., H, W, k C] one step later: its oldest frame dropped, `frame` [..., H, W, C]
+    appended as the newest."""
+    return jnp.concatenate([stack[..., frame.shape[-1] :], frame], axis=-1)
 
 
 def conv_encoder(depth: int, layers: int, feature_dim: int):

@@ -58,7 +58,7 @@ class Programs:
             if self.seeds:
                 chunk = self._make_chunk(phase, length, fed)
                 program = jax.jit(vmap_seeds(chunk, self.agent.counter_fields))
-            elif self.agent.host_loop_chunks:
+            elif self.agent.loops_on_host(phase):
                 program = self._make_host_loop(phase, length, fed)
             else:
                 program = jax.jit(self._make_chunk(phase, length, fed))

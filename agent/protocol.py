@@ -122,6 +122,9 @@ class Agent(abc.ABC):
     # XLA on CPU runs convolutions inside a loop about 6x slower than outside one (measured by
     # benchmarks/pixels.py), and unrolling the scan instead compiles for minutes.
     host_loop_chunks: bool = False
+    # True: evaluation draws from its key (e.g. a filter sampling its latent), so its actions
+    # are a function of the key; otherwise they are the same for every key.
+    samples_when_evaluating: bool = False
 
     def __init__(self, cfg: Any, spec: Spec, context: Context) -> None:
         self.cfg, self.spec, self.context = cfg, spec, context
@@ -150,6 +153,16 @@ class Agent(abc.ABC):
         """(carry, action [B, act_dim]) for a batch of observations; `mode` in POLICY_MODES.
 
         carry: None for memoryless policies, a recurrent latent for agents with one."""
+
+    def loops_on_host(self, phase: str) -> bool:
+        """Whether `phase`'s chunks run as a host loop (`host_loop_chunks`, per phase)."""
+        return self.host_loop_chunks
+
+    def phase_data(self, phase: str, state: State, replay: Any, key: jax.Array) -> Any:
+        """Device data that `phase`'s steps read instead of the replay, built once when the
+        phase starts (and again on resuming inside it), so it must be a function of (state,
+        replay, key): e.g. the dataset's latents under a frozen model. None: the replay."""
+        return None
 
     def chunk_aligned(self) -> dict[str, int]:
         """The agent's own intervals (config key -> steps) that must be whole numbers of chunks:

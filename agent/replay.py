@@ -16,6 +16,11 @@ Two homes for the rows:
 Both sample the same way: uniform rows with replacement (`sample`), and contiguous windows that
 never cross a trajectory end (`sample_windows`, for sequence models). Every sample carries the
 `index` of its rows, so per-row agent data (memory returns) can be gathered beside it.
+
+Frame stacks (`sample_stacked`, `HostReplay.sample_stacked`): each frame is stored once, in its
+own row; a stacked sample gathers, for each sampled row t, the image fields of rows
+t-k+1 .. t of t's trajectory side by side on channels ([H, W, k C], oldest first), repeating the
+trajectory's first frame where the stack would reach before it (`frame_stack_rows`).
 """
 
 from __future__ import annotations
@@ -198,6 +203,57 @@ def sample_windows(
     return _constrain(gather(replay.data, starts[:, None] + jnp.arange(length)[None, :]))
 
 
+def frame_stack_rows(
+    episode_ends: Any, rows: Any, frames: int, oldest: Any = 0, xp: Any = jnp
+) -> Any:
+    """The rows whose observations make the `frames`-frame stack of each row t of `rows` (any
+    integer shape) -> [..., frames], oldest first: t-frames+1 .. t, each clamped to the first
+    row of t's trajectory. A trajectory starts after a row flagged in `episode_ends` and at
+    `oldest`, the oldest stored row (0 for a full offline replay, the cursor of a full ring
+    buffer); rows count in ring order (modulo the capacity). Jittable (xp=jnp) or NumPy."""
+    capacity = episode_ends.shape[0]
+    back = xp.arange(1, frames)  # distances to the earlier frames: 1 .. frames-1
+    earlier = (rows[..., None] - back) % capacity
+    age = (rows - oldest) % capacity  # stored rows before t
+    # An end flag at t-i closes the trajectory before t's, so t-i and every earlier row belong to
+    # another one; so does a row older than the oldest stored one.
+    cut = (episode_ends[earlier] > 0.5) | (back > age[..., None])
+    reach = xp.sum(xp.cumsum(cut, axis=-1) == 0, axis=-1)  # earlier rows of t's trajectory
+    distance = xp.minimum(xp.arange(frames - 1, -1, -1), reach[..., None])
+    return (rows[..., None] - distance) % capacity
+
+
+def stack_frames(images: Any, stack_rows: Any, xp: Any = jnp) -> Any:
+    """Frames [N, H, W, C] at `stack_rows` [..., k] -> [..., H, W, k C]: the k frames side by side
+    on channels, oldest first (the layout the pixel encoders read)."""
+    frames = xp.moveaxis(images[stack_rows], -4, -2)  # [..., H, W, k, C]
+    return frames.reshape(*frames.shape[:-2], -1)
+
+
+def with_frame_stacks(
+    batch: Batch, data: Batch, frames: int, fields: Any, oldest: Any = 0, xp: Any = jnp
+) -> Batch:
+    """`batch` (rows `batch["index"]` of `data`) with its observations' `fields` replaced by
+    their `frames`-frame stacks (`frame_stack_rows`, `stack_frames`)."""
+    stack_rows = frame_stack_rows(data["episode_ends"], batch["index"], frames, oldest, xp)
+    stacked = {name: stack_frames(data["observations"][name], stack_rows, xp) for name in fields}
+    return {**batch, "observations": {**batch["observations"], **stacked}}
+
+
+def sample_stacked(
+    replay: Replay | FedBatch, key: jax.Array, batch_size: int, frames: int, fields: Any
+) -> Batch:
+    """`sample` (the same rows for the same key), with the observations' image `fields` as
+    stacks of their last `frames` frames ([B, H, W, frames C], module doc). A FedBatch (drawn
+    by `HostReplay.sample_stacked`) is returned as it is. Jittable."""
+    batch = sample(replay, key, batch_size)
+    if isinstance(replay, FedBatch) or frames == 1:
+        return batch
+    # A full ring buffer's oldest row is at its cursor (0 for a full offline replay).
+    oldest = jnp.where(replay.size >= replay.capacity, replay.cursor, 0)
+    return _constrain(with_frame_stacks(batch, replay.data, frames, fields, oldest))
+
+
 class HostReplay:
     """A full offline dataset kept in host memory (NumPy), sampled on the host.
 
@@ -212,6 +268,17 @@ class HostReplay:
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
         """Uniform rows with replacement: fields [batch_size, ...] and `index`."""
         return gather(self.data, rng.integers(0, self.size, batch_size))
+
+    def sample_stacked(
+        self, rng: np.random.Generator, batch_size: int, frames: int, fields: Any
+    ) -> Batch:
+        """`sample` (the same rows for the same generator state), with the observations' image
+        `fields` as stacks of their last `frames` frames, as `sample_stacked` draws them on the
+        device."""
+        batch = self.sample(rng, batch_size)
+        if frames == 1:
+            return batch
+        return with_frame_stacks(batch, self.data, frames, fields, xp=np)
 
     def sample_windows(
         self,

@@ -7,9 +7,11 @@ dataset of the run's task and quality built with another seed (`--data-seed`, de
 run's seed + 1), so no frame was seen in training. Prints ONE JSON object: the mean squared
 pixel error (frames in [0, 1]) per predicted step, averaged over `--windows` windows, and its
 mean over all steps, beside the same error of copying the last filtered frame (the trivial
-prediction); `--gif` also writes one window as real | model | difference.
+prediction); `--gif` also writes one window as real | model | difference, and `--plot` both
+errors per predicted step as a PNG.
 
     python benchmarks/open_loop.py --run RUN [--horizon 50] [--context 5] [--windows 32]
+        [--gif PATH] [--plot PATH]
 """
 
 from __future__ import annotations
@@ -56,6 +58,26 @@ def copy_last_frame_error(window: dict, context: int) -> np.ndarray:
     return np.mean(np.square(images[:, context:] - images[:, context - 1 : context]), (0, 2, 3, 4))
 
 
+def plot_errors(model: np.ndarray, copy: np.ndarray, title: str, path: Path) -> None:
+    """Both errors per predicted step, the model's and copying the last filtered frame's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = np.arange(1, len(model) + 1)
+    ax.plot(steps, model * 1e3, label="RSSM, open loop")
+    ax.plot(steps, copy * 1e3, label="copy the last filtered frame", linestyle="--")
+    ax.set_xlabel("predicted step")
+    ax.set_ylabel("mean squared pixel error (x 1e-3)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, type=Path)
@@ -64,6 +86,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=32)
     parser.add_argument("--data-seed", type=int, default=None)
     parser.add_argument("--gif", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
     cfg = load_config([str(args.run / "config.yaml")])
     spec = task_spec(config_task(cfg))
@@ -79,6 +102,9 @@ def main() -> None:
 
         images = [Image.fromarray(f) for f in frames]
         images[0].save(args.gif, save_all=True, append_images=images[1:], duration=80)
+    if args.plot is not None:
+        title = f"{cfg.task} {cfg.dataset.quality}, held out: {args.context} frames filtered"
+        plot_errors(errors, baseline, title, args.plot)
     print(
         json.dumps(
             {

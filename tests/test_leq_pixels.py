@@ -98,7 +98,8 @@ def test_leq_pixels_debug_run_trains_both_stages_and_resumes_bit_identical(
     from tests.conftest import pixel_debug_run_and_resume
 
     sets = ["train.steps=20", "train.updates_per_call=5", "train.log_every=5"]
-    sets += ["train.checkpoint_every=10", "train.eval_every=0", "leq_pixels.model_steps=10"]
+    # resumed inside the LEQ phase: its latent cache is rebuilt from the checkpoint
+    sets += ["train.checkpoint_every=10", "train.eval_every=0", "leq_pixels.model_steps=5"]
     sets += ["eval.final_episodes=1"]
     result, straight, _ = pixel_debug_run_and_resume(
         "leq_pixels_cartpole_swingup", pixel_data_dir, tmp_path, sets, kill_after=10
@@ -163,3 +164,179 @@ def test_dpg_surrogate_gradient_is_the_weighted_action_gradient():
     omega = np.where(np.asarray(returns) > np.asarray(q), 0.2, 0.8)
     omega[-1] = 0.5
     np.testing.assert_allclose(got, -omega[..., None] * np.asarray(grads) / 3, rtol=1e-6)
+
+
+# --------------------------------------------------------------------- fidelity (LEQ_DV3) ----
+def test_entropy_bonus_differentiates_through_the_reparameterised_sample():
+    """With no advantage the actor's gradient is the entropy bonus's alone; through the sample
+    u = mean + std eps it is dH/dstd = 1/std - 2 tanh(u) eps and dH/dmean = -2 tanh(u). (At a
+    stop-gradient sample it would be 1/std - eps^2/std, zero in expectation.)"""
+    rng = np.random.default_rng(4)
+    shape = (3, 5, 2)  # [H+1, N, A]
+    mean = jnp.asarray(rng.normal(size=shape) * 0.5)
+    std = jnp.asarray(rng.uniform(0.2, 1.0, size=shape))
+    noise = jnp.asarray(rng.normal(size=shape))
+    returns = jnp.asarray(rng.normal(size=shape[:2]))
+    weights = jnp.asarray(rng.uniform(0.5, 1.0, size=shape[:2]))
+    eta = 0.3
+
+    def loss(mean, std):  # baseline = returns: every advantage is zero
+        log_prob, entropy = losses.reparameterised_terms(mean, std, noise)
+        return losses.actor_loss(
+            log_prob, entropy, returns, returns, returns, weights, jnp.ones(()), 0.1, eta
+        )
+
+    d_mean, d_std = jax.jit(jax.grad(loss, argnums=(0, 1)))(mean, std)
+    u = np.asarray(mean + std * noise)
+    per_step = -eta * np.asarray(weights)[..., None] / np.prod(shape[:2])
+    np.testing.assert_allclose(d_std, per_step * (1 / np.asarray(std) - 2 * np.tanh(u) * noise),
+                               rtol=1e-4, atol=1e-7)  # fmt: skip
+    np.testing.assert_allclose(d_mean, per_step * -2 * np.tanh(u), rtol=1e-4, atol=1e-7)
+    assert np.abs(np.asarray(d_std)).min() > 0
+
+
+def test_actor_output_layer_starts_at_a_hundredth_of_the_weight_variance():
+    from agent.leq_pixels.networks import actor_net
+
+    net = actor_net((64,), 3)
+    params = jax.jit(net.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32)))
+    out = np.asarray(params["out"]["w"])
+    hidden = np.asarray(params["hidden0"]["w"])
+    # DreamerV3's outscale 0.01: std = sqrt(0.01 / fan_in), a tenth of the hidden layer's
+    assert out.std() * np.sqrt(out.shape[0]) == pytest.approx(0.1, rel=0.2)
+    assert hidden.std() * np.sqrt(hidden.shape[0]) == pytest.approx(1.0, rel=0.2)
+    feats = jax.random.normal(jax.random.PRNGKey(1), (256, 32))
+    mean, std = jax.jit(net.apply)(params, feats)
+    assert float(jnp.abs(mean).max()) < 0.5  # nearly the same action everywhere
+    np.testing.assert_allclose(std, 0.9 * jax.nn.sigmoid(2.0) + 0.1, atol=0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_world():
+    """A tiny RSSM on 8x8 frames and its initial parameters (compiled once per module)."""
+    from agent.world_model.rssm import RssmWorldModel
+    from agent.world_model.rssm_config import RssmConfig
+
+    cfg = RssmConfig(deter=8, hidden=8, stoch=2, classes=3, prior_heads=2, cnn_depth=2)
+    world = RssmWorldModel(cfg, 2, (8, 8, 3))
+    return world, jax.jit(world.init)(jax.random.PRNGKey(0))
+
+
+def _episode_rows(lengths, seed=0):
+    """Replay rows of episodes of these lengths, each row's next frame its successor's."""
+    rng = np.random.default_rng(seed)
+    obs, nxt, ends = [], [], []
+    for n in lengths:
+        frames = rng.integers(0, 256, (n + 1, 8, 8, 3), dtype=np.uint8)
+        obs.append(frames[:-1]), nxt.append(frames[1:])
+        ends.append(np.arange(n) == n - 1)
+    count = sum(lengths)
+    return {
+        "observations": {"image": np.concatenate(obs)},
+        "next_observations": {"image": np.concatenate(nxt)},
+        "actions": rng.uniform(-1, 1, (count, 2)).astype(np.float32),
+        "rewards": rng.normal(size=count).astype(np.float32),
+        "masks": np.ones(count, np.float32),
+        "episode_ends": np.concatenate(ends).astype(np.float32),
+    }
+
+
+def test_latent_cache_starts_equal_the_window_filter_of_each_whole_episode(monkeypatch, tiny_world):
+    """The cached form and LEQ_DV3's window form give the same start states (h and posterior
+    logits at every frame) for a window that is a whole episode, filtered with the same key."""
+    from agent.leq_pixels import latent_cache
+    from agent.world_model.rssm import sequence_from_window
+
+    monkeypatch.setattr(latent_cache, "EPISODES_PER_CALL", 1)  # one key per episode
+    world, params = tiny_world
+    rows, key, n = _episode_rows([6, 6, 6]), jax.random.PRNGKey(5), 6
+    cache = latent_cache.build_latent_cache(world, params, rows, key)
+    filter_window = jax.jit(lambda p, i, a, k: world.observe_sequence(p, i, a, k)[:2])
+    for e in range(3):
+        window = jax.tree.map(lambda x, e=e: jnp.asarray(x[None, e * n : (e + 1) * n]), rows)
+        seq = sequence_from_window(window)
+        latents, post = filter_window(
+            params, seq["images"], seq["actions"], jax.random.fold_in(key, e)
+        )
+        first = int(cache.frame[e * n])
+        np.testing.assert_array_equal(cache.h[first : first + n + 1], latents.h[0])
+        np.testing.assert_array_equal(cache.logits[first : first + n + 1], post[0])
+        np.testing.assert_array_equal(cache.frame[e * n : (e + 1) * n], first + np.arange(n))
+
+
+def test_latent_cache_of_unequal_episodes_ignores_the_padding(tiny_world):
+    """Episodes filtered together are padded to the longest; a reference that pads with zero
+    frames instead, built by a loop, gives the same latents at every real frame, and rows read
+    their own frame and the next one."""
+    from agent.leq_pixels import latent_cache
+
+    world, params = tiny_world
+    lengths = [5, 2, 7]
+    rows, key = _episode_rows(lengths, seed=1), jax.random.PRNGKey(6)
+    cache = latent_cache.build_latent_cache(world, params, rows, key)
+    steps = max(lengths)
+    images = np.zeros((len(lengths), steps + 1, 8, 8, 3), np.uint8)
+    actions = np.zeros((len(lengths), steps, 2), np.float32)
+    start = 0
+    for e, n in enumerate(lengths):
+        for t in range(n):
+            images[e, t] = rows["observations"]["image"][start + t]
+            actions[e, t] = rows["actions"][start + t]
+        images[e, n] = rows["next_observations"]["image"][start + n - 1]
+        start += n
+    latents, post = jax.jit(lambda *a: world.observe_sequence(*a)[:2])(
+        params, images, actions, jax.random.fold_in(key, 0)
+    )
+    start = 0
+    for e, n in enumerate(lengths):
+        for t in range(n):
+            frame = int(cache.frame[start + t])
+            np.testing.assert_allclose(cache.h[frame], latents.h[e, t], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(
+                cache.h[frame + 1], latents.h[e, t + 1], rtol=1e-6, atol=1e-6
+            )
+            np.testing.assert_allclose(
+                cache.logits[frame + 1], post[e, t + 1], rtol=1e-6, atol=1e-6
+            )
+        start += n
+
+
+def test_acting_filter_samples_the_posterior_by_default(tiny_world):
+    from agent.config import load_config
+    from agent.distributions import categorical_mode
+
+    assert load_config([], []).leq_pixels.act == "sample"
+    world, params = tiny_world
+    obs = {"image": np.random.default_rng(2).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)}
+    observe = jax.jit(lambda p, o, k: world.observe(p, None, o, None, k)[1].z)
+    mode = jax.jit(lambda p, o: world.observe(p, None, o, None)[1].z)(params, obs)
+    key = jax.random.PRNGKey(3)
+    sampled = observe(params, obs, key)
+
+    @jax.jit
+    def posterior(p, o):
+        h = world.observe(p, None, o, None)[1].h
+        return world.net.posterior(p, h, world.net.encode(p, o["image"]))
+
+    latent = posterior(params, obs)
+    expected = jax.nn.one_hot(jax.random.categorical(key, latent), 3)
+    np.testing.assert_allclose(sampled, expected, atol=1e-6)
+    np.testing.assert_array_equal(mode, categorical_mode(latent))
+    assert not np.array_equal(np.asarray(sampled), np.asarray(mode))
+
+
+def test_monte_carlo_returns_against_a_loop_per_episode():
+    from agent.leq_pixels.latent_cache import monte_carlo_returns
+
+    rng = np.random.default_rng(7)
+    rewards = rng.normal(size=9)
+    masks = np.array([1, 1, 0, 1, 1, 1, 1, 1, 1], np.float32)  # a terminal at row 2
+    ends = np.array([0, 0, 1, 0, 0, 1, 0, 0, 1], np.float32)  # episodes of 3, 3 and 3 rows
+    got = monte_carlo_returns(rewards, masks, ends, 0.9)
+    for start in (0, 3, 6):
+        for t in range(start, start + 3):
+            expected, scale = 0.0, 1.0
+            for k in range(t, start + 3):
+                expected += scale * rewards[k]
+                scale *= 0.9 * masks[k]
+            assert got[t] == pytest.approx(expected, rel=1e-5)

@@ -4,8 +4,12 @@
                                      `world_model.path` gives a trained one)
     "leq"    [model_steps, steps)    actor, critic and value on the frozen world model
 
-A "leq" step: `rssm.batch_size` windows of `rssm.length` transitions are filtered by the
-posterior; every step's latent starts an imagined rollout of `leq_pixels.horizon` steps with
+A "leq" step draws `rssm.batch_size` x `rssm.length` posterior latents of the dataset: with
+`leq_pixels.starts: episodes` (the default) from the latent cache, every episode filtered once
+by the frozen model from its first frame (latent_cache.py); with `starts: windows` (LEQ_DV3's
+form) by filtering replay windows from the zero state at every step, dropping each window's
+first `burn_in` latents, which have not seen enough frames. Every latent starts an imagined
+rollout of `leq_pixels.horizon` steps with
 stochastic actor samples and a random prior head per step. The critic regresses the lower
 expectile of the continue-masked lambda-return (agent/returns.py) plus the replay critic loss
 on the windows' real transitions; the value regresses the imagined Q values and is the
@@ -31,6 +35,12 @@ from agent import replay as replay_lib
 from agent.config import ConfigError
 from agent.distributions import twohot_bins, twohot_mean
 from agent.leq_pixels import dpg, losses, networks
+from agent.leq_pixels.latent_cache import (
+    CachedTransitions,
+    LatentCache,
+    build_latent_cache,
+    sample_transitions,
+)
 from agent.leq_pixels.return_scale import return_scale, update_return_scale
 from agent.networks import polyak
 from agent.optimizers import apply_gradients
@@ -65,7 +75,7 @@ class LEQPixelsState(NamedTuple):
 
 class Rollout(NamedTuple):
     feats: jax.Array  # [H+1, N, F]
-    pre_tanh: jax.Array  # [H+1, N, A]
+    noise: jax.Array  # [H+1, N, A] the actor's standard-normal draws, u = mean + std * noise
     actions: jax.Array  # [H+1, N, A]
     rewards: jax.Array  # [H, N]
     continues: jax.Array  # [H, N]
@@ -79,17 +89,29 @@ class Targets(NamedTuple):
     weights: jax.Array  # [H+1, N] products of the continues before each step
     q_mean: jax.Array  # [H+1, N] the critic's mean at the imagined (s, a)
     slow_mean: jax.Array  # [H, N] the slow critic's
-    real_feats: jax.Array  # [B, L, F] the windows' posterior features
-    real_actions: jax.Array  # [B, L, A]
-    data_targets: jax.Array  # [B, L] r + gamma_c * Q(s', a' ~ pi)
-    data_slow: jax.Array  # [B, L] the slow critic at the real (s, a)
+    real_feats: jax.Array  # [M, F] posterior features of the dataset's transitions
+    real_actions: jax.Array  # [M, A]
+    data_targets: jax.Array  # [M] r + gamma_c * Q(s', a' ~ pi)
+    data_slow: jax.Array  # [M] the slow critic at the real (s, a)
+
+
+class RealLatents(NamedTuple):
+    """Posterior latents of the dataset: imagination starts and real transitions."""
+
+    start: RssmLatent  # [N] imagination starts
+    feats: jax.Array  # [M, F] s_t of the real transitions
+    actions: jax.Array  # [M, A]
+    rewards: jax.Array  # [M]
+    masks: jax.Array  # [M]
+    next_feats: jax.Array  # [M, F] s_{t+1}
+    returns: jax.Array | None = None  # [M] the data's Monte-Carlo returns (cached form only)
 
 
 class LEQPixelsAgent(Agent):
     """Lower-expectile actor-critic in the RSSM's latent imagination."""
 
     uses_world_model = True
-    host_loop_chunks = True  # convolutions: see Agent.host_loop_chunks
+    host_loop_chunks = True  # convolutions: see Agent.host_loop_chunks (the model phase's)
     device_replay = False
     policy_fields = ("world", "actor")
 
@@ -115,6 +137,13 @@ class LEQPixelsAgent(Agent):
         self.return_rate = float(c.return_rate)
         self.return_masks = c.return_masks
         self.actor_objective = c.actor_objective
+        self.starts, self.burn_in, self.act = c.starts, int(c.burn_in), c.act
+        self.samples_when_evaluating = self.act == "sample"  # the filter's z
+        if self.starts == "windows" and self.burn_in >= self.length:
+            raise ConfigError(
+                f"leq_pixels.burn_in={self.burn_in} drops every latent of a window of "
+                f"rssm.length={self.length} transitions: set it below the length"
+            )
         self.bins = twohot_bins(self.world.cfg.reward_bins)
         hidden = tuple(c.hidden)
         self.actor_net = networks.actor_net(hidden, spec.act_dim)
@@ -156,8 +185,23 @@ class LEQPixelsAgent(Agent):
         return self.batch
 
     def host_batch(self, phase: str, replay: Any, rng: np.random.Generator) -> dict:
+        if phase == LEQ and self.starts == "episodes":
+            return {}  # the LEQ phase reads the latent cache (phase_data)
         rows = self.rows if phase == MODEL else None  # the actor-critic may read every row
         return replay.sample_windows(rng, self.batch, self.length, rows=rows)
+
+    def loops_on_host(self, phase: str) -> bool:
+        # the cached LEQ phase runs no convolution: its chunks scan on the device
+        return not (phase == LEQ and self.starts == "episodes")
+
+    def phase_data(self, phase: str, state: LEQPixelsState, replay: Any, key: jax.Array):
+        """The LEQ phase's latent cache (starts: episodes): every episode filtered once by the
+        frozen world model (latent_cache.py); None otherwise."""
+        if phase != LEQ or self.starts != "episodes":
+            return None
+        rows = len(replay.data["episode_ends"])
+        print(f"filtering the dataset's {rows} rows with the frozen world model", flush=True)
+        return build_latent_cache(self.world, state.world, replay.data, key)
 
     def trained_world_model(self, state: LEQPixelsState) -> tuple | None:
         return (self.world, state.world) if self.model_steps else None
@@ -175,13 +219,42 @@ class LEQPixelsAgent(Agent):
             )
             return state._replace(world=world.params, world_opt=world.opt_state), metrics
         sample_key, key = jax.random.split(key)
-        window = replay_lib.sample_windows(replay, sample_key, self.batch, self.length)
-        return self._leq_step(state, window, key)
+        if isinstance(replay, LatentCache):
+            real = self._cached_latents(replay, sample_key)
+        else:
+            real = self._window_latents(sg(state.world), replay, sample_key)
+        return self._leq_step(state, real, key)
+
+    def _cached_latents(self, cache: LatentCache, key) -> RealLatents:
+        """batch x length rows of the latent cache: starts and real transitions."""
+        t: CachedTransitions = sample_transitions(cache, key, self.batch * self.length)
+        return RealLatents(
+            t.start, feature(t.start.h, t.start.z), t.actions, t.rewards, t.masks,
+            feature(t.next.h, t.next.z), t.returns,
+        )  # fmt: skip
+
+    def _window_latents(self, params, replay, key) -> RealLatents:
+        """Replay windows filtered from the zero state, less each window's first `burn_in`
+        latents (as starts) and transitions (for the replay critic)."""
+        window_key, obs_key = jax.random.split(key)
+        window = replay_lib.sample_windows(replay, window_key, self.batch, self.length)
+        seq = sequence_from_window(window)
+        latents, _, _ = self.world.observe_sequence(params, seq["images"], seq["actions"], obs_key)
+        latents = jax.tree.map(lambda x: sg(x[:, self.burn_in :]), latents)  # [B, L+1-k]
+        feats = feature(latents.h, latents.z)
+        flat = lambda x: x.reshape(-1, *x.shape[2:])
+        tail = lambda x: flat(x[:, self.burn_in :])
+        return RealLatents(
+            jax.tree.map(flat, latents), flat(feats[:, :-1]), tail(seq["actions"]),
+            tail(seq["rewards"]), tail(seq["masks"]), flat(feats[:, 1:]),
+        )  # fmt: skip
 
     def _sample_action(self, actor, feat, key):
+        """(noise, u, a): u = mean + std * noise, noise ~ N(0, I), a = tanh(u)."""
         mean, std = self.actor_net.apply(actor, feat)
-        u = mean + std * jax.random.normal(key, mean.shape)
-        return u, jnp.tanh(u)
+        noise = jax.random.normal(key, mean.shape)
+        u = mean + std * noise
+        return noise, u, jnp.tanh(u)
 
     def _imagine(self, params, actor, start: RssmLatent, key) -> Rollout:
         """H steps from every start latent with stochastic actor samples (no gradients)."""
@@ -190,29 +263,32 @@ class LEQPixelsAgent(Agent):
         def step(latent, k):
             act_key, model_key = jax.random.split(k)
             feat = world.features(params, latent)
-            u, action = self._sample_action(actor, feat, act_key)
+            noise, _, action = self._sample_action(actor, feat, act_key)
             latent, reward, cont = world.imagine_step(params, latent, action, model_key)
-            return latent, (feat, u, action, reward, cont)
+            return latent, (feat, noise, action, reward, cont)
 
         keys = jax.random.split(key, self.horizon + 1)
-        last, (feats, us, actions, rewards, conts) = jax.lax.scan(step, start, keys[:-1])
+        last, (feats, noises, actions, rewards, conts) = jax.lax.scan(step, start, keys[:-1])
         last_feat = world.features(params, last)
-        last_u, last_action = self._sample_action(actor, last_feat, keys[-1])
+        last_noise, _, last_action = self._sample_action(actor, last_feat, keys[-1])
         cat = lambda xs, x: jnp.concatenate([xs, x[None]], axis=0)
         return Rollout(
-            sg(cat(feats, last_feat)), sg(cat(us, last_u)), sg(cat(actions, last_action)),
+            sg(cat(feats, last_feat)), sg(cat(noises, last_noise)), sg(cat(actions, last_action)),
             sg(rewards), sg(conts),
         )  # fmt: skip
 
     def _q_mean(self, critic, feats, actions):
         return twohot_mean(self.critic_net.apply(critic, feats, actions), self.bins)
 
-    def _leq_step(self, state: LEQPixelsState, window: dict, key) -> tuple[LEQPixelsState, dict]:
+    def _leq_step(
+        self, state: LEQPixelsState, real: RealLatents, key
+    ) -> tuple[LEQPixelsState, dict]:
         """One LEQ step on the frozen model: targets first, then critic, value and actor, each
         from the state before this step (the critic's update does not move the actor's Q)."""
-        obs_key, img_key, next_key, dpg_key = jax.random.split(key, 4)
+        img_key, next_key, dpg_key = jax.random.split(key, 3)
         params = sg(state.world)
-        start, t = self._targets(state, params, window, obs_key, img_key, next_key)
+        start = real.start
+        t = self._targets(state, params, real, img_key, next_key)
         critic, critic_opt, critic_metrics = self._update_critic(state, t)
         value, value_opt, value_metrics = self._update_value(state, t)
         low, high = update_return_scale(
@@ -239,38 +315,36 @@ class LEQPixelsAgent(Agent):
             "train/data_target": jnp.mean(t.data_targets),
             "train/return_scale": scale,
         }
+        if real.returns is not None:  # the critic on the data against the data's own returns
+            metrics["train/data_q"] = jnp.mean(self._q_mean(state.critic, real.feats, real.actions))
+            metrics["train/data_mc_return"] = jnp.mean(real.returns)
         return state, metrics
 
-    def _targets(self, state, params, window, obs_key, img_key, next_key):
-        """(start latents, Targets): the windows filtered by the posterior, H imagined steps
-        from every latent, their continue-masked lambda-returns (agent/returns.py), and the replay
-        critic's targets r + gamma_c * Q(s', a' ~ pi) on the windows' real transitions."""
-        seq = sequence_from_window(window)
-        latents, _, _ = self.world.observe_sequence(params, seq["images"], seq["actions"], obs_key)
-        latents = jax.tree.map(sg, latents)
-        real_feats = feature(latents.h, latents.z)  # [B, L+1, F]
-        start = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), latents)
-        roll = self._imagine(params, state.actor, start, img_key)
+    def _targets(self, state, params, real: RealLatents, img_key, next_key) -> Targets:
+        """H imagined steps from every start latent, their continue-masked lambda-returns
+        (agent/returns.py), and the replay critic's targets r + gamma_c * Q(s', a' ~ pi) on the
+        real transitions."""
+        roll = self._imagine(params, state.actor, real.start, img_key)
         h = self.horizon
         q_all = self._q_mean(state.critic, roll.feats, roll.actions)  # [H+1, N]
         feats, actions = roll.feats[:h], roll.actions[:h]
         returns = continue_lambda_returns(
             roll.rewards, roll.continues, q_all, self.lam, self.return_masks
         )
-        _, next_action = self._sample_action(state.actor, real_feats[:, 1:], next_key)
-        next_q = self._q_mean(state.critic, real_feats[:, 1:], next_action)
-        return start, Targets(
+        next_action = self._sample_action(state.actor, real.next_feats, next_key)[2]
+        next_q = self._q_mean(state.critic, real.next_feats, next_action)
+        return Targets(
             roll=roll,
             returns=jnp.concatenate([returns, q_all[-1:]], axis=0),
             weights=trajectory_weights(roll.continues, with_last=True),
             q_mean=q_all,
             slow_mean=self._q_mean(state.slow_critic, feats, actions),
-            real_feats=real_feats[:, :-1],
-            real_actions=seq["actions"],
+            real_feats=real.feats,
+            real_actions=real.actions,
             data_targets=losses.data_targets(
-                seq["rewards"], seq["masks"], next_q, self.world.cfg.cont_horizon
+                real.rewards, real.masks, next_q, self.world.cfg.cont_horizon
             ),
-            data_slow=self._q_mean(state.slow_critic, real_feats[:, :-1], seq["actions"]),
+            data_slow=self._q_mean(state.slow_critic, real.feats, real.actions),
         )
 
     def _update_critic(self, state: LEQPixelsState, t: Targets):
@@ -336,8 +410,7 @@ class LEQPixelsAgent(Agent):
                 )
                 return loss, jnp.mean(losses.gaussian_entropy(std))
             mean, std = self.actor_net.apply(actor, feats)
-            log_prob = losses.tanh_gaussian_log_prob(t.roll.pre_tanh, mean, std)
-            entropy = -log_prob  # LEQ_DV3: the sampled action's surprise, tanh included
+            log_prob, entropy = losses.reparameterised_terms(mean, std, t.roll.noise)
             loss = losses.actor_loss(
                 log_prob, entropy, t.returns, t.q_mean, baseline, t.weights, scale, self.tau,
                 self.entropy_coef,
@@ -356,14 +429,17 @@ class LEQPixelsAgent(Agent):
 
     # ---------------------------------------------------------------------------- acting ----
     def policy(self, state: LEQPixelsState, carry, obs, mode, key):
-        """Filter the frame into the latent (after the previous action), then act:
-        tanh(mean) in evaluation, a tanh-Gaussian sample when exploring."""
+        """Filter the frame into the latent (after the previous action): z ~ q(z | h, o) with
+        `leq_pixels.act: sample` (DreamerV3's, the latents the actor trained on) or its mode;
+        then act: tanh(mean) in evaluation, a tanh-Gaussian sample when exploring."""
         params = state.world
+        latent_key, action_key = jax.random.split(key)
         prev = None if carry is None else carry.action
-        _, latent = self.world.observe(params, None if carry is None else carry, obs, prev)
+        latent_key = latent_key if self.act == "sample" else None
+        _, latent = self.world.observe(params, carry, obs, prev, latent_key)
         feat = self.world.features(params, latent)
         if mode == EVAL:
             action = jnp.tanh(self.actor_net.apply(state.actor, feat)[0])
         else:
-            action = self._sample_action(state.actor, feat, key)[1]
+            action = self._sample_action(state.actor, feat, action_key)[2]
         return RssmCarry(latent, action), action

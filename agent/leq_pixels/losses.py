@@ -12,7 +12,9 @@ G_H = Q_H), two-hot logits [.., bins]; `weights` are the trajectory weights prod
                        y_t = r_t + m_t (1 - 1/horizon) Q(s_{t+1}, a' ~ pi)   on replay windows
     value              -sg(weight_t) log p_V(Q_t | s_t)
     actor (REINFORCE)  -sg(weight_t) [ log pi(a_t | s_t) sg(w_t (G_t - V_t) / S)
-                                       + eta H_t ],  H_t = -log pi(a_t | s_t) (LEQ_DV3)
+                                       + eta H_t ],
+                       H_t = -log pi(tanh(u_t) | s_t) at u_t = mean(s_t) + std(s_t) eps_t, the
+                       rollout's draw reparameterised, so the bonus has a gradient (LEQ_DV3's)
                        w_t = tau if G_t > Q_t else 1 - tau,  S = max(1, P95(G) - P5(G))
 """
 
@@ -76,6 +78,15 @@ def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, std: jax.Array) -> jax
     return gaussian_log_prob(u, mean, jnp.log(std)) - tanh_log_det(u)
 
 
+def sampled_entropy(u: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """H = -log pi(tanh(u)) at u = mean + std * eps (u computed from the actor's outputs): a
+    one-sample entropy estimate whose gradient flows through the sample as well as the density,
+    dH/d std_i = 1 / std_i - 2 tanh(u_i) eps_i and dH/d mean_i = -2 tanh(u_i). At a stored,
+    stop-gradient sample the bonus would only shift the advantage and its expected gradient
+    would be zero."""
+    return -tanh_gaussian_log_prob(u, mean, std)
+
+
 def gaussian_entropy(std: jax.Array) -> jax.Array:
     """Entropy of the pre-tanh Gaussian, sum_i 0.5 log(2 pi e std_i^2) (the tanh's own
     correction has no closed form); the DPG actor's entropy metric."""
@@ -97,3 +108,14 @@ def actor_loss(
     w = expectile_weight(returns - q_mean, tau)
     advantage = sg(w * (returns - baseline) / scale)
     return jnp.mean(sg(weights) * -(log_prob * advantage + entropy_coef * entropy))
+
+
+def reparameterised_terms(
+    mean: jax.Array, std: jax.Array, noise: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(log_prob, entropy) of the REINFORCE actor loss for the actor's (mean, std) at the
+    imagined states and the rollout's draws `noise`: u = mean + std * noise is the rollout's
+    pre-tanh sample, reparameterised; log pi is taken at sg(u) (the score-function term) and the
+    entropy bonus at u itself (`sampled_entropy`)."""
+    u = mean + std * noise
+    return tanh_gaussian_log_prob(sg(u), mean, std), sampled_entropy(u, mean, std)

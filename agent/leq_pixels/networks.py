@@ -4,7 +4,9 @@ Every hidden layer is Linear -> RMSNorm -> SiLU, as in the world model.
     actor   feature -> (mean, std) of a Gaussian over u, a = tanh(u); std in [0.1, 1]
     critic  [feature, action] -> two-hot logits over symlog bins (Q)
     value   feature -> two-hot logits (V, the actor's baseline)
-The critic's and value's output layers start at zero, so their first predictions are 0.
+Output layers start as DreamerV3's and LEQ_DV3's (`outscale`): the critic's and value's at zero,
+so their first predictions are 0; the actor's at 1/100 of the default weight variance, so the
+untrained actor is near tanh(N(0, std(0)^2)) for every feature instead of an arbitrary policy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 MIN_STD, MAX_STD = 0.1, 1.0
+ACTOR_OUT_SCALE = 0.01  # DreamerV3's actor `outscale`: a weight variance of 0.01 / fan_in
 
 
 def _trunk(x: jax.Array, hidden: Sequence[int]) -> jax.Array:
@@ -30,7 +33,8 @@ def actor_net(hidden: Sequence[int], act_dim: int) -> hk.Transformed:
     (DreamerV3's bounded std)."""
 
     def forward(feat):
-        out = hk.Linear(2 * act_dim, name="out")(_trunk(feat, hidden))
+        small = hk.initializers.VarianceScaling(ACTOR_OUT_SCALE, "fan_in", "truncated_normal")
+        out = hk.Linear(2 * act_dim, w_init=small, name="out")(_trunk(feat, hidden))
         mean, raw = jnp.split(out, 2, axis=-1)
         std = (MAX_STD - MIN_STD) * jax.nn.sigmoid(raw + 2.0) + MIN_STD
         return mean, std

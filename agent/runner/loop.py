@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -68,6 +69,7 @@ from agent.runner.sources import EpisodeRunner, config_task
 from agent.runner.world_models import save_world_model
 
 REPORT_SALT = 0x5E7  # keys of Agent.report: fold_in(fold_in(rng, salt), step)
+PHASE_DATA_SALT = 0xDA7A  # the key of Agent.phase_data: fold_in(rng, salt)
 
 
 def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
@@ -131,6 +133,7 @@ class Loop:
         self.logs: RunLogs | None = None
         self.eta: PhaseEta | None = None
         self.closers: list = []
+        self._phase_cache: tuple[str | None, Any] = (None, None)
 
     def _start(self, step: int, chunk: int) -> None:
         """The logs from `step` on, and the ETA of the phases and evaluations ahead."""
@@ -195,7 +198,10 @@ class Loop:
         start = time.perf_counter()
         phase = self.agent.phase(step)
         length = chunk_length(self.cfg, self.agent, step, phase)
-        if feed is None:
+        phase_data = self._phase_data(phase, run)
+        if phase_data is not None:
+            program, data = self.programs.chunk(phase, length), phase_data
+        elif feed is None:
             program, data = self.programs.chunk(phase, length), self.replay
         else:
             program, data = self.programs.chunk(phase, length, fed=True), feed(step, length)
@@ -204,6 +210,17 @@ class Loop:
         self.eta.record(phase, length, time.perf_counter() - start)
         counters = {**run.counters, "step": np.int64(step + length)}
         return run._replace(agent=state, counters=counters), metrics, length
+
+    def _phase_data(self, phase: str, run: RunState) -> Any:
+        """Agent.phase_data of `phase`, built at the phase's first chunk in this process and
+        kept while the phase lasts (vmapped seeds read the replay)."""
+        if self._phase_cache[0] != phase:
+            data = None
+            if not self.stacked:
+                key = jax.random.fold_in(run.rng, PHASE_DATA_SALT)
+                data = self.agent.phase_data(phase, run.agent, self.replay, key)
+            self._phase_cache = (phase, data)
+        return self._phase_cache[1]
 
     def _host_feed(self, replay: replay_lib.HostReplay, first: int):
         """step, length -> the stacked device batches of those steps, drawn ahead on a thread."""

@@ -93,25 +93,39 @@ class RssmWorldModel(WorldModel):
         """Filter frames [B, T+1, ...] after actions [B, T, A] from the zero state.
 
         -> (latents [B, T+1], posterior logits [B, T+1, S, C], prior logits [B, T+1, K, S, C]).
+
+        The scan carries only what depends on the previous step: h_t = GRU(h, z, a) and
+        q(z_t | h_t, e_t). With the fast formulation, what needs no carry runs on all B (T+1)
+        steps at once, as matrix products of T+1 times the rows: each frame's share of the
+        posterior's first layer (`posterior_embed`) before the scan, and the K prior heads on
+        every h_t after it. The plain formulation computes all of it per step.
         """
         net = self.net
         embed = net.encode(params, images)
         batch, steps = embed.shape[:2]
         prev = jnp.concatenate([jnp.zeros((batch, 1, self.act_dim)), actions], axis=1)
         keys = jax.random.split(key, steps)
+        fast = self.cfg.fast
+        # fast: the posterior reads e W[D:] + b, computed here for every frame
+        frames = net.posterior_embed(params, embed) if fast else embed
+        posterior = net.posterior_from_embed if fast else net.posterior
 
         def step(latent, xs):
             e, a, k = xs
             h = net.core(params, latent.h, latent.z, a)
-            post = net.posterior(params, h, e)
+            post = posterior(params, h, e)
             z = straight_through_sample(k, post)
-            return RssmLatent(h, z), (RssmLatent(h, z), post, net.prior(params, h, None))
+            prior = () if fast else net.prior(params, h, None)
+            return RssmLatent(h, z), (RssmLatent(h, z), post, prior)
 
         time_major = lambda x: jnp.swapaxes(x, 0, 1)
-        _, (latents, post, prior) = jax.lax.scan(
-            step, self.initial_latent((batch,)), (time_major(embed), time_major(prev), keys)
+        _, outs = jax.lax.scan(
+            step, self.initial_latent((batch,)), (time_major(frames), time_major(prev), keys)
         )
-        return jax.tree.map(time_major, (latents, post, prior))
+        latents, post, prior = jax.tree.map(time_major, outs)
+        if fast:
+            prior = net.prior(params, latents.h, None)
+        return latents, post, prior
 
     def loss(self, params: Any, batch: dict, key: jax.Array) -> tuple[jax.Array, Metrics]:
         """The world-model loss of the module docstring on a replay window batch [B, L, ...]."""
@@ -150,8 +164,16 @@ class RssmWorldModel(WorldModel):
         metrics.update({f"kl_head{k}": kl_heads[k] for k in range(cfg.prior_heads)})
         return total, metrics
 
-    def observe(self, params: Any, carry: RssmCarry | None, obs: dict, prev_action: Any) -> tuple:
-        """One filter step: h = GRU(h, z, a_prev), z = mode of q(z | h, encoder(image)).
+    def observe(
+        self,
+        params: Any,
+        carry: RssmCarry | None,
+        obs: dict,
+        prev_action: Any,
+        key: jax.Array | None = None,
+    ) -> tuple:
+        """One filter step: h = GRU(h, z, a_prev), z ~ q(z | h, encoder(image)) with `key`
+        (DreamerV3's acting), or the posterior's mode when `key` is None.
 
         carry None starts an episode (zero state and action). -> (carry, latent)."""
         net = self.net
@@ -162,7 +184,8 @@ class RssmWorldModel(WorldModel):
         else:
             latent = carry.latent
         h = net.core(params, latent.h, latent.z, prev_action)
-        z = categorical_mode(net.posterior(params, h, net.encode(params, image)))
+        post = net.posterior(params, h, net.encode(params, image))
+        z = categorical_mode(post) if key is None else straight_through_sample(key, post)
         latent = RssmLatent(h, z)
         return RssmCarry(latent, prev_action), latent
 

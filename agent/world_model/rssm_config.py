@@ -9,6 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# How the networks are written as XLA programs; both compute the same function (to float
+# rounding), so a run resumes and a saved model loads across a change (config.SPEED_SETTINGS).
+# fast: convolutions differentiated in XLA:CPU's fast forms (world_model/conv.py), and the
+# posterior's embedding projection and the prior heads computed outside the filter's scan;
+# plain: hk.Conv2D as XLA differentiates it, everything per step inside the scan.
+FORMULATIONS = ("fast", "plain")
+
 
 @dataclass(frozen=True)
 class RssmConfig:
@@ -19,7 +26,8 @@ class RssmConfig:
     first convolution (doubling per stage, at most 8x); unimix: uniform mixture of the
     categoricals; free_nats / dyn_scale / rep_scale: KL balancing; cont_horizon: the continue
     head's soft label is cont * (1 - 1 / cont_horizon) (the discount folded into it);
-    batch x length: sequence windows per update.
+    batch x length: sequence windows per update; formulation: how the same function is
+    computed (FORMULATIONS; a speed setting, not part of `file_config`).
     """
 
     deter: int = 256
@@ -41,6 +49,7 @@ class RssmConfig:
     grad_clip: float = 100.0
     batch_size: int = 16
     length: int = 64
+    formulation: str = "fast"
 
     def __post_init__(self) -> None:
         for name in ("deter", "hidden", "stoch", "classes", "prior_heads", "cnn_depth"):
@@ -52,6 +61,13 @@ class RssmConfig:
             raise ValueError(f"cont_horizon must be >= 1, got {self.cont_horizon}")
         if self.length < 2:
             raise ValueError(f"length must be >= 2 (a window of transitions), got {self.length}")
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
+
+    @property
+    def fast(self) -> bool:
+        """Whether the networks use the fast formulation."""
+        return self.formulation == "fast"
 
     @property
     def feature_dim(self) -> int:
