@@ -14,6 +14,7 @@ import pytest
 from agent.world_model import conv
 from agent.world_model.rssm import RssmWorldModel, sequence_from_window
 from agent.world_model.rssm_config import RssmConfig
+from tests.test_rssm import IMAGE, window
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -87,19 +88,6 @@ def test_space_to_depth_rewrites_a_strided_convolution_as_a_stride_1_one():
 TINY = RssmConfig(
     deter=16, hidden=16, stoch=3, classes=4, prior_heads=3, cnn_depth=4, batch_size=2, length=5
 )
-IMAGE = (16, 16, 3)
-
-
-def _window(batch: int = 2, length: int = 5, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 256, (batch, length + 1, *IMAGE), dtype=np.uint8)
-    return {
-        "observations": {"image": frames[:, :-1]},
-        "next_observations": {"image": frames[:, 1:]},
-        "actions": rng.uniform(-1, 1, (batch, length, 2)).astype(np.float32),
-        "rewards": rng.uniform(0, 1, (batch, length)).astype(np.float32),
-        "masks": np.ones((batch, length), np.float32),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +133,7 @@ def test_both_formulations_make_the_same_parameters(models):
 def test_loss_and_every_parameter_gradient_equal_between_formulations(models):
     fast, plain, params, _ = models
     params = _perturbed(params)
-    batch, key = _window(), jax.random.PRNGKey(1)
+    batch, key = window(), jax.random.PRNGKey(1)
 
     @jax.jit  # one program for both, not op by op
     def losses_and_grads(params):
@@ -161,7 +149,7 @@ def test_loss_and_every_parameter_gradient_equal_between_formulations(models):
 
 def test_observe_sequence_equal_between_formulations(models):
     fast, plain, params, _ = models
-    seq = sequence_from_window(_window(length=4, seed=3))
+    seq = sequence_from_window(window(length=4, seed=3))
     key = jax.random.PRNGKey(2)
 
     @jax.jit  # one program, not op by op
