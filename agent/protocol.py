@@ -119,8 +119,10 @@ class Agent(abc.ABC):
     # that has not run yet; once it runs, its measured rate replaces the prior.
     phase_costs: ClassVar[Mapping[str, float]] = {}
     # True: a chunk's steps run as a Python loop over one jitted step instead of one lax.scan.
-    # XLA on CPU runs convolutions inside a loop about 6x slower than outside one (measured by
-    # benchmarks/pixels.py), and unrolling the scan instead compiles for minutes.
+    # XLA on CPU runs hk.Conv2D's gradients inside a loop about 6x slower than outside one
+    # (benchmarks/pixels.py), and unrolling the scan instead compiles for minutes. The RSSM's
+    # fast formulation (agent/world_model/conv.py) scans faster than it loops, so its agents set
+    # this from the model's `steps_loop_on_host` (benchmarks/rssm.py, production.chunk).
     host_loop_chunks: bool = False
     # True: evaluation draws from its key (e.g. a filter sampling its latent), so its actions
     # are a function of the key; otherwise they are the same for every key.

@@ -23,9 +23,13 @@ each form of LEQ_STEPS: `leq_pixels_step_cached` draws its start latents and rea
 from the latent cache (`leq_pixels.starts: episodes`; the windows filtered once as episodes),
 `leq_pixels_step_windows` filters the windows at every step (LEQ_DV3's form); then imagination
 from every latent, critic, value and actor updates, with the size's `leq_pixels` settings.
+`production.chunk`: `--chunk-steps` production steps as one `lax.scan` against a host loop
+over the jitted step, whose ratio `chunk_scan_over_host_loop` says whether the model's chunks
+may scan (the plain formulation's may not: its convolution gradients run many times slower
+inside a scan on XLA:CPU, so it is not timed that way).
 
     python benchmarks/rssm.py [--sizes cpu pixels_cpu] [--batch B] [--length L] [--repeats 5]
-                              [--no-leq]
+                              [--no-leq] [--chunk-steps 3]
 
 Prints ONE JSON object.
 """
@@ -195,10 +199,45 @@ def model_steps(size: str, batch: int | None, length: int | None, repeats: int, 
     return figures, cfg, worlds["production"], trained, windows
 
 
+def chunk_forms(world: RssmWorldModel, windows: dict, steps: int, repeats: int) -> dict:
+    """`steps` world-model steps as one jitted `lax.scan` over stacked batches (how a chunk runs
+    by default) against a host loop over the jitted step (`Agent.host_loop_chunks`), timed in
+    alternating rounds: seconds per update of each and `chunk_scan_over_host_loop` (host-loop
+    seconds / scan seconds; above 1: the scan is faster)."""
+    state = init_rssm_training(world, jax.random.PRNGKey(0))
+    stacked = jax.tree.map(lambda x: jax.numpy.stack([x] * steps), windows)
+    keys = jax.random.split(jax.random.PRNGKey(1), steps)
+    one = jax.jit(lambda s, w, k: rssm_update(world, s, w, k)[0])
+    scan = jax.jit(
+        lambda s, ws, ks: jax.lax.scan(
+            lambda s, inputs: (rssm_update(world, s, *inputs)[0], None), s, (ws, ks)
+        )[0]
+    )
+
+    def host_loop():
+        s = state
+        for i in range(steps):
+            s = one(s, jax.tree.map(lambda x, i=i: x[i], stacked), keys[i])
+        return s
+
+    timed = alternating({"scan": lambda: scan(state, stacked, keys), "host": host_loop}, repeats)
+    scan_s, host_s = timed["scan"]["seconds"] / steps, timed["host"]["seconds"] / steps
+    return {
+        "steps": steps,
+        "scan_seconds_per_update": scan_s,
+        "host_loop_seconds_per_update": host_s,
+        "chunk_scan_over_host_loop": host_s / scan_s,
+    }
+
+
 def measure(size: str, args: argparse.Namespace, peak: float) -> dict:
     figures, cfg, world, params, windows = model_steps(
         size, args.batch, args.length, args.repeats, peak
     )
+    if args.chunk_steps:
+        figures["production"]["chunk"] = chunk_forms(
+            world, windows, args.chunk_steps, max(1, args.repeats // 2)
+        )
     if args.leq:
         for name, overrides in LEQ_STEPS.items():
             leq_cfg = load_config([*SIZES[size]], overrides) if overrides else cfg
@@ -213,6 +252,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=None, help="default: the size's rssm")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-leq", dest="leq", action="store_false", help="skip LEQ_STEPS")
+    parser.add_argument(
+        "--chunk-steps", type=int, default=3, help="chunk steps timed as scan vs host loop; 0: skip"
+    )
     args = parser.parse_args()
     # first, before the models take memory: the float32 matrix-product rate of this machine now
     square = matmul_gflops(*SHAPES["square_2048"])

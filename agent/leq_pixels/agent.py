@@ -111,7 +111,6 @@ class LEQPixelsAgent(Agent):
     """Lower-expectile actor-critic in the RSSM's latent imagination."""
 
     uses_world_model = True
-    host_loop_chunks = True  # convolutions: see Agent.host_loop_chunks (the model phase's)
     device_replay = False
     policy_fields = ("world", "actor")
 
@@ -122,6 +121,7 @@ class LEQPixelsAgent(Agent):
                 "method 'leq_pixels' imagines with an RSSM: set world_model.kind=rssm"
             )
         self.world: RssmWorldModel = context.world
+        self.host_loop_chunks = self.world.steps_loop_on_host  # the filter's convolutions
         c = cfg.leq_pixels
         self.model_steps = 0 if context.world_params is not None else int(c.model_steps)
         if cfg.train.steps <= self.model_steps:
@@ -192,7 +192,7 @@ class LEQPixelsAgent(Agent):
 
     def loops_on_host(self, phase: str) -> bool:
         # the cached LEQ phase runs no convolution: its chunks scan on the device
-        return not (phase == LEQ and self.starts == "episodes")
+        return self.host_loop_chunks and not (phase == LEQ and self.starts == "episodes")
 
     def phase_data(self, phase: str, state: LEQPixelsState, replay: Any, key: jax.Array):
         """The LEQ phase's latent cache (starts: episodes): every episode filtered once by the

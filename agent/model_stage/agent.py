@@ -29,7 +29,6 @@ PHASE = "model"
 class ModelStageAgent(Agent):
     """Trains `world_model.kind: rssm` alone; its state is the model's params and optimiser."""
 
-    host_loop_chunks = True  # convolutions: see Agent.host_loop_chunks
     device_replay = False
     has_policy = False
 
@@ -38,6 +37,7 @@ class ModelStageAgent(Agent):
         if cfg.world_model.kind != "rssm":
             raise ConfigError("method 'model' trains an RSSM: set world_model.kind=rssm")
         self.world: RssmWorldModel = make_world_model(cfg, spec, context)
+        self.host_loop_chunks = self.world.steps_loop_on_host
         self.batch, self.length = int(cfg.rssm.batch_size), int(cfg.rssm.length)
         self.rows, self._report = model_report(cfg, self.world, context.data_size)
 

@@ -82,6 +82,14 @@ class RssmWorldModel(WorldModel):
     def init(self, key: jax.Array) -> Any:
         return self._init(key, jnp.zeros((1, *self.image_shape), jnp.uint8))
 
+    @property
+    def steps_loop_on_host(self) -> bool:
+        """Whether chunks of this model's gradient steps must run as a host loop: XLA on CPU
+        runs the plain formulation's convolution gradients many times slower inside a
+        `lax.scan` (Agent.host_loop_chunks); the fast one's scan is faster than a host loop
+        (benchmarks/rssm.py, `chunk_scan_over_host_loop`)."""
+        return self.cfg.formulation == "plain"
+
     def initial_latent(self, batch_shape: tuple[int, ...]) -> RssmLatent:
         cfg = self.cfg
         return RssmLatent(
