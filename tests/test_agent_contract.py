@@ -64,8 +64,8 @@ def synthetic_rows(spec: Spec, count: int, seed: int = 0) -> dict:
     }
 
 
-def build_agent(method: str, spec: Spec, rows: dict):
-    sets = [f"method={method}", "train.steps=400", *METHOD_SETS.get(method, [])]
+def build_agent(method: str, spec: Spec, rows: dict, extra: tuple[str, ...] = ()):
+    sets = [f"method={method}", "train.steps=400", *METHOD_SETS.get(method, []), *extra]
     cfg = load_config(["debug"], sets)
     cls = agent_class(method)
     mean, std = observation_stats(rows["observations"], spec)
@@ -199,3 +199,26 @@ def test_host_fed_batches_train_like_device_sampling():
     new_state, metrics = program(state, stacked, jax.random.PRNGKey(0), 0)
     assert np.isfinite(float(metrics["train/loss"]))
     assert not leaves_equal(new_state.params, state.params)
+
+
+def test_world_model_chunks_scan_as_the_host_loop_steps():
+    """Method `model` in the fast formulation scans its chunks; the scan takes the host loop's
+    steps (same keys, same batches): equal losses and parameters to float32 rounding, amplified
+    at most to a few Adam steps. The plain formulation still loops on the host."""
+    spec = SPECS["image"]
+    rows = synthetic_rows(spec, ROWS)
+    _, plain = build_agent("model", spec, rows, ("rssm.formulation=plain",))
+    assert plain.loops_on_host("model")
+    cfg, agent = build_agent("model", spec, rows)
+    assert not agent.loops_on_host("model")
+    replay = make_replay(agent, spec, rows)
+    state = agent.init(jax.random.PRNGKey(0), spec)
+    rng = jax.random.PRNGKey(3)
+    scanned, scan_metrics = Programs(agent).chunk("model", 3)(state, replay, rng, 0)
+    agent.host_loop_chunks = True
+    looped, loop_metrics = Programs(agent).chunk("model", 3)(state, replay, rng, 0)
+    for key in ("model/loss", "model/image_loss", "model/reward_loss"):
+        np.testing.assert_allclose(scan_metrics[key], loop_metrics[key], rtol=1e-4)
+    lr = float(cfg.rssm.lr)
+    for a, b in zip(jax.tree.leaves(scanned.params), jax.tree.leaves(looped.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=3 * lr)

@@ -40,7 +40,7 @@ def rssm_update(
     """One step of the world-model loss (`RssmWorldModel.loss`) on a window batch [B, L, ...]."""
     (_, metrics), grads = jax.value_and_grad(world.loss, has_aux=True)(state.params, window, key)
     updates, opt_state = rssm_optimizer(world.cfg).update(grads, state.opt_state, state.params)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return RssmTrainState(optax.apply_updates(state.params, updates), opt_state), metrics
 
 
