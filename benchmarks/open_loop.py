@@ -4,14 +4,16 @@ The world model of RUN (its `world_model/` folder, written by methods `model` an
 filters `--context` frames of a window and predicts the next `--horizon` frames from the
 actions alone (a random prior head per step, as in imagination). The windows come from a
 dataset of the run's task and quality built with another seed (`--data-seed`, default the
-run's seed + 1), so no frame was seen in training. Prints ONE JSON object: the mean squared
+run's seed + 1), so no frame was seen in training; or, with `--held-out-rows`, from the last
+`model.holdout_fraction` of the run's own dataset, the rows its world model never trained on
+(no second dataset to build). Prints ONE JSON object: the mean squared
 pixel error (frames in [0, 1]) per predicted step, averaged over `--windows` windows, and its
 mean over all steps, beside the same error of copying the last filtered frame (the trivial
 prediction); `--gif` also writes one window as real | model | difference, and `--plot` both
 errors per predicted step as a PNG.
 
     python benchmarks/open_loop.py --run RUN [--horizon 50] [--context 5] [--windows 32]
-        [--gif PATH] [--plot PATH]
+        [--data-seed S | --held-out-rows] [--gif PATH] [--plot PATH]
 """
 
 from __future__ import annotations
@@ -36,18 +38,21 @@ from agent.runner.rundir import WORLD_MODEL_DIR  # noqa: E402
 from agent.runner.sources import config_task, dataset_arrays, task_spec  # noqa: E402
 from agent.runner.world_models import build_world_model, load_world_model  # noqa: E402
 from agent.world_model.rssm import sequence_from_window  # noqa: E402
-from agent.world_model.rssm_report import OpenLoopReport  # noqa: E402
+from agent.world_model.rssm_report import OpenLoopReport, holdout_split  # noqa: E402
 from envs.datasets import load_task_dataset  # noqa: E402
 
 
-def held_out_windows(cfg, data_seed: int, count: int, length: int, seed: int) -> dict:
+def held_out_windows(
+    cfg, data_seed: int, count: int, length: int, seed: int, tail: bool = False
+) -> dict:
     """`count` windows of `length` transitions from a dataset built with `data_seed`, its frames
-    at the run's `image_size`."""
+    at the run's `image_size`; `tail`: inside its last `model.holdout_fraction` of rows."""
     data_cfg = {**cfg.dataset.to_dict(), "seed": data_seed}
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON object
         data = load_task_dataset(config_task(cfg), data_cfg)
     replay = replay_lib.HostReplay(dataset_arrays(data))
-    return replay.sample_windows(np.random.default_rng(seed), count, length)
+    rows = holdout_split(replay.size, float(cfg.model.holdout_fraction))[1] if tail else None
+    return replay.sample_windows(np.random.default_rng(seed), count, length, rows=rows)
 
 
 def copy_last_frame_error(window: dict, context: int) -> np.ndarray:
@@ -84,7 +89,9 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=50)
     parser.add_argument("--context", type=int, default=5)
     parser.add_argument("--windows", type=int, default=32)
-    parser.add_argument("--data-seed", type=int, default=None)
+    held_out = parser.add_mutually_exclusive_group()
+    held_out.add_argument("--data-seed", type=int, default=None)
+    held_out.add_argument("--held-out-rows", action="store_true")
     parser.add_argument("--gif", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
@@ -92,9 +99,14 @@ def main() -> None:
     spec = task_spec(config_task(cfg))
     world = build_world_model(cfg, spec, Context())
     params = load_world_model(world, args.run / WORLD_MODEL_DIR, label="--run")
-    data_seed = cfg.dataset.seed + 1 if args.data_seed is None else args.data_seed
+    if args.held_out_rows:
+        data_seed = cfg.dataset.seed
+    else:
+        data_seed = cfg.dataset.seed + 1 if args.data_seed is None else args.data_seed
     report = OpenLoopReport(world, args.windows, args.context, args.horizon, rows=None)
-    window = held_out_windows(cfg, data_seed, args.windows, report.length, seed=0)
+    window = held_out_windows(
+        cfg, data_seed, args.windows, report.length, seed=0, tail=args.held_out_rows
+    )
     errors, frames = report.predict(params, window, jax.random.PRNGKey(0))
     baseline = copy_last_frame_error(window, args.context)
     if args.gif is not None:
@@ -103,7 +115,8 @@ def main() -> None:
         images = [Image.fromarray(f) for f in frames]
         images[0].save(args.gif, save_all=True, append_images=images[1:], duration=80)
     if args.plot is not None:
-        title = f"{cfg.task} {cfg.dataset.quality}, held out: {args.context} frames filtered"
+        held = "the dataset's held-out rows" if args.held_out_rows else f"data seed {data_seed}"
+        title = f"{cfg.task} {cfg.dataset.quality}\n{held}, {args.context} frames filtered"
         plot_errors(errors, baseline, title, args.plot)
     print(
         json.dumps(
@@ -112,6 +125,7 @@ def main() -> None:
                 "task": cfg.task,
                 "quality": cfg.dataset.quality,
                 "data_seed": data_seed,
+                "held_out_rows": args.held_out_rows,
                 "windows": args.windows,
                 "context": args.context,
                 "horizon": args.horizon,

@@ -1,4 +1,5 @@
-"""benchmarks/value_curves.py: the critic against the data's returns, read from run logs."""
+"""benchmarks/value_curves.py (the critic against the data's returns, from run logs) and
+benchmarks/open_loop.py's held-out windows: what the pixel results are read with."""
 
 from __future__ import annotations
 
@@ -60,3 +61,26 @@ def test_a_run_without_the_keys_is_named(tmp_path):
     run = _run(tmp_path / "bc", [{"step": 10, "train/bc_loss": 0.3}])
     with pytest.raises(SystemExit, match=r"bc/metrics.jsonl logs none of train/q_mean"):
         _script().read_curves(run)
+
+
+def test_open_loop_windows_from_the_held_out_rows_stay_in_them(monkeypatch):
+    """benchmarks/open_loop.py --held-out-rows: every window lies in the dataset's last
+    model.holdout_fraction of rows, the ones a world model never trains on."""
+    spec = importlib.util.spec_from_file_location("open_loop", ROOT / "benchmarks/open_loop.py")
+    open_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(open_loop)
+    from agent.config import load_config
+
+    rows, episode = 400, 20
+    data = {
+        "observations": {"image": np.zeros((rows, 2, 2, 3), np.uint8)},
+        "rewards": np.arange(rows, dtype=np.float32),  # each row's index
+        "episode_ends": (np.arange(rows) % episode == episode - 1).astype(np.float32),
+    }
+    monkeypatch.setattr(open_loop, "load_task_dataset", lambda task, cfg: cfg)
+    monkeypatch.setattr(open_loop, "dataset_arrays", lambda cfg: data)
+    cfg = load_config(["leq_pixels_cpu"], ["model.holdout_fraction=0.1"])
+    tail = open_loop.held_out_windows(cfg, 0, 64, 8, seed=0, tail=True)["rewards"]
+    assert tail.shape == (64, 8) and tail.min() >= 360  # rows 360-399
+    anywhere = open_loop.held_out_windows(cfg, 0, 64, 8, seed=0)["rewards"]
+    assert anywhere.min() < 360
