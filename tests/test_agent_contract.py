@@ -201,6 +201,7 @@ def test_host_fed_batches_train_like_device_sampling():
     assert not leaves_equal(new_state.params, state.params)
 
 
+@pytest.mark.slow  # compiles the world model's step twice
 def test_world_model_chunks_scan_as_the_host_loop_steps():
     """Method `model` in the fast formulation scans its chunks; the scan takes the host loop's
     steps (same keys, same batches): equal losses and parameters to float32 rounding, amplified
