@@ -119,11 +119,16 @@ class Agent(abc.ABC):
     # that has not run yet; once it runs, its measured rate replaces the prior.
     phase_costs: ClassVar[Mapping[str, float]] = {}
     # True: a chunk's steps run as a Python loop over one jitted step instead of one lax.scan.
-    # XLA on CPU runs hk.Conv2D's gradients inside a loop about 6x slower than outside one
-    # (benchmarks/pixels.py), and unrolling the scan instead compiles for minutes. The RSSM's
-    # fast formulation (agent/world_model/conv.py) scans faster than it loops, so its agents set
-    # this from the model's `steps_loop_on_host` (benchmarks/rssm.py, production.chunk).
+    # XLA on CPU runs hk.Conv2D's gradients inside a loop many times slower than outside one
+    # (17x for BC's encoder step at batch 32, benchmarks/pixels.py), and unrolling the scan
+    # instead compiles for minutes. The RSSM's fast formulation (agent/world_model/conv.py)
+    # scans faster than it loops, so its agents set this from the model's
+    # `steps_loop_on_host` (benchmarks/rssm.py, production.chunk).
     host_loop_chunks: bool = False
+    # False: the method's seeds cannot share one vmapped program (`train.seeds`), because each
+    # run trains or caches its own world model (saved, or built at a phase's start), which the
+    # vmapped loop does not do; `run.py sweep --seeds` runs them instead.
+    vmaps_seeds: ClassVar[bool] = True
     # True: evaluation draws from its key (e.g. a filter sampling its latent), so its actions
     # are a function of the key; otherwise they are the same for every key.
     samples_when_evaluating: bool = False

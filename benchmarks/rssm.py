@@ -24,7 +24,8 @@ from the latent cache (`leq_pixels.starts: episodes`; the windows filtered once 
 `leq_pixels_step_windows` filters the windows at every step (LEQ_DV3's form); then imagination
 from every latent, critic, value and actor updates, with the size's `leq_pixels` settings.
 `production.chunk`: `--chunk-steps` production steps as one `lax.scan` against a host loop
-over the jitted step, whose ratio `chunk_scan_over_host_loop` says whether the model's chunks
+over the jitted step, whose ratio `chunk_scan_over_host_loop` (and `_cpu`, of process CPU
+seconds) says whether the model's chunks
 may scan (the plain formulation's may not: its convolution gradients run many times slower
 inside a scan on XLA:CPU, so it is not timed that way).
 
@@ -221,12 +222,13 @@ def chunk_forms(world: RssmWorldModel, windows: dict, steps: int, repeats: int) 
         return s
 
     timed = alternating({"scan": lambda: scan(state, stacked, keys), "host": host_loop}, repeats)
-    scan_s, host_s = timed["scan"]["seconds"] / steps, timed["host"]["seconds"] / steps
+    scan, host = timed["scan"], timed["host"]
     return {
         "steps": steps,
-        "scan_seconds_per_update": scan_s,
-        "host_loop_seconds_per_update": host_s,
-        "chunk_scan_over_host_loop": host_s / scan_s,
+        "scan_seconds_per_update": scan["seconds"] / steps,
+        "host_loop_seconds_per_update": host["seconds"] / steps,
+        "chunk_scan_over_host_loop": host["seconds"] / scan["seconds"],
+        "chunk_scan_over_host_loop_cpu": host["cpu_seconds"] / scan["cpu_seconds"],
     }
 
 
@@ -235,9 +237,7 @@ def measure(size: str, args: argparse.Namespace, peak: float) -> dict:
         size, args.batch, args.length, args.repeats, peak
     )
     if args.chunk_steps:
-        figures["production"]["chunk"] = chunk_forms(
-            world, windows, args.chunk_steps, max(1, args.repeats // 2)
-        )
+        figures["production"]["chunk"] = chunk_forms(world, windows, args.chunk_steps, args.repeats)
     if args.leq:
         for name, overrides in LEQ_STEPS.items():
             leq_cfg = load_config([*SIZES[size]], overrides) if overrides else cfg

@@ -1,15 +1,16 @@
 """LEQ's critic against the data's own returns over training, from the runs' logs.
 
-For each RUN (a `leq_pixels` run folder, or a state-based LEQ one that logs the same keys) the
-logged means over each training batch are read from its metrics.jsonl:
+For each RUN (a `leq_pixels` run folder with `leq_pixels.starts: episodes`, the default: the
+latent cache holds the data's returns) the logged means over each training batch are read from
+its metrics.jsonl:
 
     train/q_mean          the critic at the imagined states and actions (every horizon step)
     train/data_q          the critic at the data's states and actions
     train/data_mc_return  the discounted Monte-Carlo return the data collected from those states
 
 Prints ONE JSON object: per run the last logged value of each; with several runs also their
-mean. `--plot PATH` draws the three over training steps, the mean over runs with a band of
-+- one standard deviation, as a PNG.
+mean, of the keys every run logs. `--plot PATH` draws the three over training steps, the mean
+over runs with a band of +- one standard deviation, as a PNG.
 
     python benchmarks/value_curves.py RUN [RUN ...] [--plot PATH] [--title TEXT]
 """
@@ -91,9 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         for run, curves in zip(args.runs, all_curves, strict=True)
     }
     if len(args.runs) > 1:
-        out["mean"] = {
-            key: float(np.mean([c[key][1][-1] for c in all_curves if key in c])) for key in KEYS
-        }
+        shared = [key for key in KEYS if all(key in c for c in all_curves)]
+        out["mean"] = {key: float(np.mean([c[key][1][-1] for c in all_curves])) for key in shared}
     if args.plot is not None:
         plot(all_curves, args.title, args.plot)
         out["plot"] = str(args.plot)

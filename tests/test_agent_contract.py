@@ -203,21 +203,25 @@ def test_host_fed_batches_train_like_device_sampling():
 
 @pytest.mark.slow  # compiles the world model's step twice
 def test_world_model_chunks_scan_as_the_host_loop_steps():
-    """Method `model` in the fast formulation scans its chunks; the scan takes the host loop's
-    steps (same keys, same batches): equal losses and parameters to float32 rounding, amplified
-    at most to a few Adam steps. The plain formulation still loops on the host."""
+    """Method `model` in the fast formulation scans its chunks of host-drawn batches; the scan
+    takes the host loop's steps (same keys, same batches): equal losses, and parameters equal to
+    float32 rounding amplified at most to a few Adam steps. The plain formulation still loops
+    on the host."""
     spec = SPECS["image"]
     rows = synthetic_rows(spec, ROWS)
     _, plain = build_agent("model", spec, rows, ("rssm.formulation=plain",))
     assert plain.loops_on_host("model")
     cfg, agent = build_agent("model", spec, rows)
     assert not agent.loops_on_host("model")
-    replay = make_replay(agent, spec, rows)
+    # the batches drawn on the host, as from the model's host replay in a run
+    host = replay_lib.HostReplay(rows)
+    batches = [agent.host_batch("model", host, replay_lib.host_rng(0, t)) for t in range(3)]
+    fed = jax.tree.map(lambda *x: np.stack(x), *batches)
     state = agent.init(jax.random.PRNGKey(0), spec)
     rng = jax.random.PRNGKey(3)
-    scanned, scan_metrics = Programs(agent).chunk("model", 3)(state, replay, rng, 0)
+    scanned, scan_metrics = Programs(agent).chunk("model", 3, fed=True)(state, fed, rng, 0)
     agent.host_loop_chunks = True
-    looped, loop_metrics = Programs(agent).chunk("model", 3)(state, replay, rng, 0)
+    looped, loop_metrics = Programs(agent).chunk("model", 3, fed=True)(state, fed, rng, 0)
     for key in ("model/loss", "model/image_loss", "model/reward_loss"):
         np.testing.assert_allclose(scan_metrics[key], loop_metrics[key], rtol=1e-4)
     lr = float(cfg.rssm.lr)

@@ -76,12 +76,20 @@ def test_vmapped_seeds_resume_bit_identical(tmp_path):
     assert_same_final_state(straight, resumed, STEPS)
 
 
-def test_seeds_of_an_online_method_or_a_host_replay_are_refused(tmp_path):
+def test_seeds_of_an_online_method_a_host_replay_or_a_world_model_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="online"):
         train(quick(tmp_path, "sac", "task=hopper", "train.seeds=2"), tmp_path / "a")
     cfg = quick(tmp_path, "bc", "train.seeds=2", "replay.placement=host")
     with pytest.raises(ConfigError, match="host"):
         train(cfg, tmp_path / "b")
+    # a world model of its own per run, even with device batches and chunks that scan
+    for method in ("model", "leq_pixels"):
+        cfg = load_config(
+            ["leq_pixels_cpu", "debug"],
+            [f"method={method}", "train.seeds=2", "replay.placement=device"],
+        )
+        with pytest.raises(ConfigError, match="world model per run"):
+            train(cfg, tmp_path / method)
 
 
 TWO_DEVICES = """

@@ -113,6 +113,7 @@ class LEQPixelsAgent(Agent):
     uses_world_model = True
     device_replay = False
     policy_fields = ("world", "actor")
+    vmaps_seeds = False  # its world model: trained and saved, or cached, per run
 
     def __init__(self, cfg, spec: Spec, context: Context) -> None:
         super().__init__(cfg, spec, context)
@@ -121,7 +122,8 @@ class LEQPixelsAgent(Agent):
                 "method 'leq_pixels' imagines with an RSSM: set world_model.kind=rssm"
             )
         self.world: RssmWorldModel = context.world
-        self.host_loop_chunks = self.world.steps_loop_on_host  # the filter's convolutions
+        # the model phase (and the windows form's filter) loop on the host in the plain formulation
+        self.host_loop_chunks = self.world.steps_loop_on_host
         c = cfg.leq_pixels
         self.model_steps = 0 if context.world_params is not None else int(c.model_steps)
         if cfg.train.steps <= self.model_steps:

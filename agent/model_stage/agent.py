@@ -31,6 +31,7 @@ class ModelStageAgent(Agent):
 
     device_replay = False
     has_policy = False
+    vmaps_seeds = False  # its world model: trained and saved, or cached, per run
 
     def __init__(self, cfg, spec: Spec, context: Context) -> None:
         super().__init__(cfg, spec, context)

@@ -85,9 +85,10 @@ def train(cfg: Config, logdir: Path, quiet: bool = False) -> dict:
 
 
 def _train_locked(cfg: Config, logdir: Path, quiet: bool) -> dict:
-    online, seeds = agent_class(cfg.method).online, vmapped(cfg)
+    method = agent_class(cfg.method)
+    online, seeds = method.online, vmapped(cfg)
     if seeds:
-        check_seeds(cfg, online)
+        check_seeds(cfg, online, vmaps_seeds=method.vmaps_seeds)
     placement = shardings(cfg)  # before the data: a device-count mismatch is a config error
     agent, replay, spec = build_checked(cfg, logdir, online)
     if seeds:

@@ -53,12 +53,20 @@ def seed_slice(tree: Any, i: int) -> Any:
     return jax.tree.map(lambda x: x[i], tree)
 
 
-def check_seeds(cfg: Config, online: bool, host_batches: bool = False) -> None:
-    """ConfigError unless the method's seeds can share one program (offline, device batches)."""
+def check_seeds(
+    cfg: Config, online: bool, host_batches: bool = False, vmaps_seeds: bool = True
+) -> None:
+    """ConfigError unless the method's seeds can share one program (offline, device batches,
+    no world model of its own per run: `Agent.vmaps_seeds`)."""
     if online:
         raise ConfigError(
             f"train.seeds={cfg.train.seeds}: method '{cfg.method}' is online (each seed steps its "
             "own simulator); run its seeds with `run.py sweep --seeds ...`"
+        )
+    if not vmaps_seeds:
+        raise ConfigError(
+            f"train.seeds={cfg.train.seeds}: method '{cfg.method}' trains or caches a world model "
+            "per run, which vmapped seeds do not; run its seeds with `run.py sweep --seeds ...`"
         )
     if host_batches:
         raise ConfigError(

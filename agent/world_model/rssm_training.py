@@ -1,7 +1,8 @@
 """Training the RSSM on replay windows, and its open-loop predictions.
 
-`rssm_update` is one pure gradient step (jit it; several per call with `host_loop_chunks`, since
-XLA on this CPU runs convolutions inside a scan much slower). `open_loop` filters `context`
+`rssm_update` is one pure gradient step (jit it; several per call in a `lax.scan`, or a host loop
+in the plain formulation, whose convolution gradients XLA on a CPU runs much slower inside a
+scan: `RssmWorldModel.steps_loop_on_host`). `open_loop` filters `context`
 frames and then predicts the rest from the actions alone, with a random prior head per step,
 as imagination does; its image error over held-out episodes measures the model.
 """
