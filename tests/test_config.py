@@ -374,9 +374,10 @@ def test_every_preset_name_of_before_the_aliases_resolves_as_it_did():
             # keys added since (their defaults are the behaviour the record was made with, except
             # gem.critic_form, whose default became the official critic on purpose;
             # gem.refresh_every's default 1 is the refresh of before; bc.frame_stack 3 and
-            # leq_pixels' starts, burn_in and act changed pixel BC and LEQ on purpose).
+            # leq_pixels' starts, burn_in and act changed pixel BC and LEQ on purpose;
+            # critic_warm_start's default 0 is no warm start, as before).
             added = {"batch_size", "critic_form", "refresh_every", "frame_stack"}
-            added |= {"starts", "burn_in", "act", "formulation"}
+            added |= {"starts", "burn_in", "act", "formulation", "critic_warm_start"}
             assert {k.split(".")[-1] for k in set(now) - set(then)} <= added, name
             # Speed settings change no result, so their defaults may move (gem.refresh_chunk).
             changed = [

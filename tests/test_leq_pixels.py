@@ -340,3 +340,53 @@ def test_monte_carlo_returns_against_a_loop_per_episode():
                 expected += scale * rewards[k]
                 scale *= 0.9 * masks[k]
             assert got[t] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow  # compiles the cache's filter and the warm-start step
+def test_critic_warm_start_regresses_the_data_returns_and_touches_nothing_else():
+    """leq_pixels.critic_warm_start: its steps come between the model and the LEQ phase, read
+    the latent cache, move the critic's Q on the data towards the data's Monte-Carlo returns,
+    and leave the actor and the value as they were; it needs the cache (starts: episodes)."""
+    from agent import replay as replay_lib
+    from agent.config import ConfigError
+    from agent.leq_pixels.agent import LEQ, WARM
+    from agent.programs import Programs
+    from tests.conftest import leaves_equal
+    from tests.test_agent_contract import ROWS, SPECS, build_agent, synthetic_rows
+
+    spec = SPECS["image"]
+    rows = synthetic_rows(spec, ROWS)
+    rows["rewards"][:] = 1.0  # returns of 1 to about 11 over the 12-row episodes
+    sets = ("leq_pixels.critic_warm_start=200", "leq_pixels.optimizer=adam",
+            "leq_pixels.critic_lr=0.003", "leq_pixels.warmup=0")  # fmt: skip
+    _, agent = build_agent("leq_pixels", spec, rows, sets)
+    assert [agent.phase(s) for s in (0, 199, 200)] == [WARM, WARM, LEQ]  # the model was given
+    with pytest.raises(ConfigError, match="starts=episodes"):
+        build_agent("leq_pixels", spec, rows, (*sets, "leq_pixels.starts=windows"))
+
+    replay = replay_lib.full(rows)
+    state = agent.init(jax.random.PRNGKey(0), spec)
+    cache = agent.phase_data(WARM, state, replay, jax.random.PRNGKey(1))
+    program = Programs(agent).chunk(WARM, 200)
+    assert not agent.loops_on_host(WARM)
+    warm, metrics = program(state, cache, jax.random.PRNGKey(2), 0)
+    mc = float(np.mean(cache.returns))
+    q_before = agent._q_mean(state.critic, *_data_pairs(agent, cache))
+    q_after = agent._q_mean(warm.critic, *_data_pairs(agent, cache))
+    assert mc > 3.0 and abs(float(jnp.mean(q_before))) < 0.1  # the critic starts at 0
+    # the mean Q on the data closes most of its gap to the mean return (the random frames here
+    # carry no position in the episode, so the rows' own returns cannot be told apart)
+    gap_before, gap_after = abs(float(jnp.mean(q_before)) - mc), abs(float(jnp.mean(q_after)) - mc)
+    assert gap_after < gap_before / 3, (gap_before, gap_after)
+    assert leaves_equal(warm.actor, state.actor) and leaves_equal(warm.value, state.value)
+    assert not leaves_equal(warm.slow_critic, state.slow_critic)  # it follows the critic
+    assert np.isfinite(float(metrics["train/warm_critic_loss"]))
+
+
+def _data_pairs(agent, cache):
+    """Every cached row's feature (at its posterior mode) and the data's action there."""
+    from agent.world_model.rssm_net import feature
+
+    logits = cache.logits[cache.frame]
+    z = jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1])
+    return feature(cache.h[cache.frame], z), cache.actions

@@ -2,7 +2,9 @@
 
     "model"  [0, model_steps)        the RSSM alone on replay windows (skipped when
                                      `world_model.path` gives a trained one)
-    "leq"    [model_steps, steps)    actor, critic and value on the frozen world model
+    "warm"   [model_steps, + warm)   optional (`critic_warm_start` steps): the critic alone
+                                     regresses the data's discounted Monte-Carlo returns
+    "leq"    [.., steps)             actor, critic and value on the frozen world model
 
 A "leq" step draws `rssm.batch_size` x `rssm.length` posterior latents of the dataset: with
 `leq_pixels.starts: episodes` (the default) from the latent cache, every episode filtered once
@@ -55,7 +57,7 @@ from agent.world_model.rssm_training import (
     train_on_windows,
 )
 
-MODEL, LEQ = "model", "leq"
+MODEL, WARM, LEQ = "model", "warm", "leq"
 sg = jax.lax.stop_gradient
 
 
@@ -126,10 +128,13 @@ class LEQPixelsAgent(Agent):
         self.host_loop_chunks = self.world.steps_loop_on_host
         c = cfg.leq_pixels
         self.model_steps = 0 if context.world_params is not None else int(c.model_steps)
-        if cfg.train.steps <= self.model_steps:
+        self.warm_steps = int(c.critic_warm_start)
+        self.warm_end = self.model_steps + self.warm_steps
+        if cfg.train.steps <= self.warm_end:
             raise ConfigError(
                 f"train.steps={cfg.train.steps} leaves no LEQ steps after "
-                f"leq_pixels.model_steps={self.model_steps} world-model steps"
+                f"leq_pixels.model_steps={self.model_steps} world-model steps and "
+                f"leq_pixels.critic_warm_start={self.warm_steps} critic steps"
             )
         self.batch, self.length = int(cfg.rssm.batch_size), int(cfg.rssm.length)
         self.rows, self._report = model_report(cfg, self.world, context.data_size)
@@ -141,6 +146,11 @@ class LEQPixelsAgent(Agent):
         self.actor_objective = c.actor_objective
         self.starts, self.burn_in, self.act = c.starts, int(c.burn_in), c.act
         self.samples_when_evaluating = self.act == "sample"  # the filter's z
+        if self.warm_steps and self.starts != "episodes":
+            raise ConfigError(
+                f"leq_pixels.critic_warm_start={self.warm_steps} regresses the latent cache's "
+                "Monte-Carlo returns: set leq_pixels.starts=episodes"
+            )
         if self.starts == "windows" and self.burn_in >= self.length:
             raise ConfigError(
                 f"leq_pixels.burn_in={self.burn_in} drops every latent of a window of "
@@ -151,9 +161,10 @@ class LEQPixelsAgent(Agent):
         self.actor_net = networks.actor_net(hidden, spec.act_dim)
         self.critic_net = networks.critic_net(hidden, len(self.bins))
         self.value_net = networks.value_net(hidden, len(self.bins))
-        self.actor_tx = self._optimizer(c, c.actor_lr, cfg.train.steps - self.model_steps)
-        self.critic_tx = self._optimizer(c, c.critic_lr, cfg.train.steps - self.model_steps)
-        self.value_tx = self._optimizer(c, c.critic_lr, cfg.train.steps - self.model_steps)
+        leq_steps = cfg.train.steps - self.warm_end  # the critic's schedule spans the warm start
+        self.actor_tx = self._optimizer(c, c.actor_lr, leq_steps)
+        self.critic_tx = self._optimizer(c, c.critic_lr, leq_steps + self.warm_steps)
+        self.value_tx = self._optimizer(c, c.critic_lr, leq_steps)
 
     @staticmethod
     def _optimizer(c, lr: float, leq_steps: int) -> optax.GradientTransformation:
@@ -181,25 +192,27 @@ class LEQPixelsAgent(Agent):
         )  # fmt: skip
 
     def phase(self, step: int) -> str:
-        return MODEL if step < self.model_steps else LEQ
+        if step < self.model_steps:
+            return MODEL
+        return WARM if step < self.warm_end else LEQ
 
     def batch_size(self, phase: str) -> int:
         return self.batch
 
     def host_batch(self, phase: str, replay: Any, rng: np.random.Generator) -> dict:
-        if phase == LEQ and self.starts == "episodes":
-            return {}  # the LEQ phase reads the latent cache (phase_data)
+        if phase != MODEL and self.starts == "episodes":
+            return {}  # the warm start and the LEQ phase read the latent cache (phase_data)
         rows = self.rows if phase == MODEL else None  # the actor-critic may read every row
         return replay.sample_windows(rng, self.batch, self.length, rows=rows)
 
     def loops_on_host(self, phase: str) -> bool:
         # the cached LEQ phase runs no convolution: its chunks scan on the device
-        return self.host_loop_chunks and not (phase == LEQ and self.starts == "episodes")
+        return self.host_loop_chunks and not (phase != MODEL and self.starts == "episodes")
 
     def phase_data(self, phase: str, state: LEQPixelsState, replay: Any, key: jax.Array):
         """The LEQ phase's latent cache (starts: episodes): every episode filtered once by the
         frozen world model (latent_cache.py); None otherwise."""
-        if phase != LEQ or self.starts != "episodes":
+        if phase == MODEL or self.starts != "episodes":
             return None
         rows = len(replay.data["episode_ends"])
         print(f"filtering the dataset's {rows} rows with the frozen world model", flush=True)
@@ -221,6 +234,8 @@ class LEQPixelsAgent(Agent):
             )
             return state._replace(world=world.params, world_opt=world.opt_state), metrics
         sample_key, key = jax.random.split(key)
+        if phase == WARM:
+            return self._warm_step(state, self._cached_latents(replay, sample_key))
         if isinstance(replay, LatentCache):
             real = self._cached_latents(replay, sample_key)
         else:
@@ -250,6 +265,31 @@ class LEQPixelsAgent(Agent):
             jax.tree.map(flat, latents), flat(feats[:, :-1]), tail(seq["actions"]),
             tail(seq["rewards"]), tail(seq["masks"]), flat(feats[:, 1:]),
         )  # fmt: skip
+
+    def _warm_step(self, state: LEQPixelsState, real: RealLatents) -> tuple:
+        """The critic's two-hot regression onto the data's discounted Monte-Carlo returns G_t
+        (losses.data_critic_loss with these targets and no slow regulariser), one step; the
+        slow critic follows at its rate."""
+
+        def critic_loss(critic):
+            logits = self.critic_net.apply(critic, real.feats, real.actions)
+            return losses.data_critic_loss(logits, real.returns, real.returns, 0.0, self.bins)
+
+        critic, opt, loss, norm = apply_gradients(
+            self.critic_tx, state.critic, state.critic_opt, critic_loss
+        )
+        state = state._replace(
+            critic=critic,
+            critic_opt=opt,
+            slow_critic=polyak(critic, state.slow_critic, self.slow_rate),
+        )
+        metrics = {
+            "train/warm_critic_loss": loss,
+            "train/critic_grad_norm": norm,
+            "train/data_q": jnp.mean(self._q_mean(critic, real.feats, real.actions)),
+            "train/data_mc_return": jnp.mean(real.returns),
+        }
+        return state, metrics
 
     def _sample_action(self, actor, feat, key):
         """(noise, u, a): u = mean + std * noise, noise ~ N(0, I), a = tanh(u)."""
