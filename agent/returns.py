@@ -97,3 +97,18 @@ def continue_lambda_returns(
     cumulative = masks == "cumulative"
     alive = trajectory_weights(continues) if cumulative else jnp.ones_like(continues)  # M_t
     return lambda_return_scan(rewards, alive, alive, continues, q_values, lam)
+
+
+@jax.jit
+def discounted_returns_to_go(rewards: jax.Array, ends: jax.Array, gamma: float) -> jax.Array:
+    """G_i = r_i + gamma (1 - e_i) G_{i+1} over rows in trajectory order (e_i = 1 at a trajectory
+    end): the discounted return the data's behaviour collected from row i on. G [N], one reverse
+    scan over the rows."""
+
+    def step(next_return, row):
+        reward, end = row
+        value = reward + gamma * (1.0 - end) * next_return
+        return value, value
+
+    _, returns = jax.lax.scan(step, jnp.zeros((), rewards.dtype), (rewards, ends), reverse=True)
+    return returns

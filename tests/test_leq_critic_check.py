@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agent.leq import critic_check
+from agent.returns import discounted_returns_to_go
 
 
 def test_discounted_returns_to_go_match_a_loop_and_stop_at_every_trajectory_end():
@@ -17,7 +18,7 @@ def test_discounted_returns_to_go_match_a_loop_and_stop_at_every_trajectory_end(
     for i in reversed(range(50)):
         following = rewards[i] + 0.9 * (1.0 - ends[i]) * following
         want[i] = following
-    got = critic_check.discounted_returns_to_go(jnp.asarray(rewards), jnp.asarray(ends), 0.9)
+    got = discounted_returns_to_go(jnp.asarray(rewards), jnp.asarray(ends), 0.9)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert got[24] == rewards[24]  # a trajectory end sees nothing after it
 

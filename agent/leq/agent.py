@@ -30,6 +30,7 @@ from agent.config import ConfigError
 from agent.leq import critic_check, networks
 from agent.leq import update as leq
 from agent.protocol import EVAL, Agent, Context, Spec
+from agent.returns import discounted_returns_to_go
 
 BC, FQE, LEQ = "bc", "fqe", "leq"
 CRITIC_CHECK_ROWS = 4096  # dataset pairs per critic check
@@ -135,7 +136,7 @@ class LEQAgent(Agent):
         Monte-Carlo returns (agent/leq/critic_check.py), at every evaluation."""
         data = replay.data
         if self._mc_returns is None:  # the offline dataset never changes: once per run
-            self._mc_returns = critic_check.discounted_returns_to_go(
+            self._mc_returns = discounted_returns_to_go(
                 jnp.asarray(data["rewards"]), jnp.asarray(data["episode_ends"]), self.hyper.gamma
             )
         rows = critic_check.sample_rows(int(replay.size), key, CRITIC_CHECK_ROWS)

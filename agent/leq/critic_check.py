@@ -2,7 +2,8 @@
 
     G_i = r_i + gamma (1 - e_i) G_{i+1}      (rows in trajectory order, e_i = 1 at a trajectory end)
 
-is the discounted return that the behaviour policy actually collected from row i on. After FQE,
+is the discounted return that the behaviour policy actually collected from row i on
+(`agent.returns.discounted_returns_to_go`). After FQE,
 Q(s_i, a_i) estimates the BC policy's value, which is close to it on data the BC policy
 imitates well; a critic still near its initialisation sits far from it. Returns of trajectories
 cut by a timeout are truncated there, so they understate the value of those rows.
@@ -12,19 +13,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-
-@jax.jit
-def discounted_returns_to_go(rewards: jax.Array, ends: jax.Array, gamma: float) -> jax.Array:
-    """G [N] by the backward recursion above, one reverse scan over the rows."""
-
-    def step(next_return, row):
-        reward, end = row
-        value = reward + gamma * (1.0 - end) * next_return
-        return value, value
-
-    _, returns = jax.lax.scan(step, jnp.zeros((), rewards.dtype), (rewards, ends), reverse=True)
-    return returns
 
 
 def critic_against_returns(q: jax.Array, returns: jax.Array) -> dict[str, jax.Array]:

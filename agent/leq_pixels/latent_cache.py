@@ -22,6 +22,7 @@ import numpy as np
 
 from agent.distributions import straight_through_sample
 from agent.replay import trajectory_bounds
+from agent.returns import discounted_returns_to_go
 from agent.world_model.rssm import IMAGE, RssmLatent
 
 EPISODES_PER_CALL = 16  # episodes filtered by one compiled call (padded to the longest)
@@ -62,15 +63,13 @@ def monte_carlo_returns(
 ) -> np.ndarray:
     """G_t = r_t + discount m_t G_{t+1} inside each trajectory (G = r at its last row): the
     return the data's own behaviour collected, what a critic of that behaviour would predict
-    (an underestimate near a time limit, where the data stop)."""
-    returns = np.zeros(len(rewards), np.float64)
-    following = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        if episode_ends[t] > 0.5:
-            following = 0.0
-        following = rewards[t] + discount * masks[t] * following
-        returns[t] = following
-    return returns.astype(np.float32)
+    (an underestimate near a time limit, where the data stop). The shared recursion
+    (`discounted_returns_to_go`), a terminal (m_t = 0) ending its trajectory."""
+    ends = np.maximum(np.asarray(episode_ends, np.float32), 1.0 - np.asarray(masks, np.float32))
+    returns = discounted_returns_to_go(
+        jnp.asarray(rewards, jnp.float32), jnp.asarray(ends), discount
+    )
+    return np.asarray(returns)
 
 
 def _episode_inputs(data: dict, starts: np.ndarray, lengths: np.ndarray, steps: int):

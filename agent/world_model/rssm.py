@@ -88,7 +88,7 @@ class RssmWorldModel(WorldModel):
         runs the plain formulation's convolution gradients many times slower inside a
         `lax.scan` (Agent.host_loop_chunks); the fast one's scan is faster than a host loop
         (benchmarks/rssm.py, `chunk_scan_over_host_loop`)."""
-        return self.cfg.formulation == "plain"
+        return not self.cfg.fast
 
     def initial_latent(self, batch_shape: tuple[int, ...]) -> RssmLatent:
         cfg = self.cfg
