@@ -171,6 +171,11 @@ class Agent(abc.ABC):
         replay, key): e.g. the dataset's latents under a frozen model. None: the replay."""
         return None
 
+    def phase_data_key(self, phase: str) -> str:
+        """Phases with the same key share one `phase_data`, built when the first of them starts
+        (consecutive phases whose data is the same function of (state, replay, key))."""
+        return phase
+
     def chunk_aligned(self) -> dict[str, int]:
         """The agent's own intervals (config key -> steps) that must be whole numbers of chunks:
         phase ends and `begin_chunk` periods, since `begin_chunk` runs only at a chunk's start."""

@@ -55,3 +55,32 @@ def test_the_action_enters_where_the_form_says(form, first_in, first_ln):
     got = np.asarray(apply(params, obs.astype(np.float32), act.astype(np.float32)))
     want = np.concatenate([_by_hand(params, k, obs, act, form) for k in range(4)], -1)
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
+
+
+def test_the_critic_step_benchmark_compares_like_with_like():
+    """benchmarks/critic_step.py: the LayerNorm-free GEM critic keeps every product and drops
+    only the LayerNorms, and TD3's stacked twins compute what the separate ones do."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "critic_step.py"
+    spec = importlib.util.spec_from_file_location("critic_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(1)
+    obs = rng.normal(size=(4, OBS)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(4, ACT)).astype(np.float32)
+    key = jax.random.PRNGKey(0)
+
+    with_ln = critics(HIDDEN).init(key, obs, act)
+    without = critics(HIDDEN, layer_norm=False).init(key, obs, act)
+    assert set(with_ln) - set(without) == {"layer_0_ln", "layer_1_ln"}
+    assert all(np.array_equal(without[n]["w"], with_ln[n]["w"]) for n in without)
+
+    from agent.networks import critics as td3_critics
+
+    separate, stacked = td3_critics(HIDDEN), bench.stacked_td3_critics(HIDDEN)
+    want = separate.apply(separate.init(key, obs, act), obs, act)
+    got = stacked.apply(stacked.init(key, obs, act), obs, act)
+    assert got.shape == want.shape == (4, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

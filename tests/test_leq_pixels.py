@@ -383,6 +383,30 @@ def test_critic_warm_start_regresses_the_data_returns_and_touches_nothing_else()
     assert np.isfinite(float(metrics["train/warm_critic_loss"]))
 
 
+def test_the_warm_start_and_the_leq_phase_share_one_latent_cache():
+    """The loop builds phase data once per `phase_data_key`: the model phase's (none), then one
+    latent cache that the warm start and the LEQ phase both read (the model is frozen)."""
+    from types import SimpleNamespace
+
+    from agent.leq_pixels.agent import LEQ, MODEL, WARM, LEQPixelsAgent
+    from agent.runner.loop import Loop
+
+    built = []
+
+    def phase_data(phase, state, replay, key):
+        built.append(phase)
+        return object()
+
+    agent = SimpleNamespace(
+        phase_data=phase_data, phase_data_key=lambda p: LEQPixelsAgent.phase_data_key(None, p)
+    )
+    loop = SimpleNamespace(agent=agent, stacked=False, replay=None, _phase_cache=(None, None))
+    run = SimpleNamespace(rng=jax.random.PRNGKey(0), agent=None)
+    data = [Loop._phase_data(loop, phase, run) for phase in (MODEL, WARM, WARM, LEQ, LEQ)]
+    assert built == [MODEL, WARM]
+    assert data[1] is data[2] is data[3] is data[4] and data[0] is not data[1]
+
+
 def _data_pairs(agent, cache):
     """Every cached row's feature (at its posterior mode) and the data's action there."""
     from agent.world_model.rssm_net import feature

@@ -34,29 +34,36 @@ def _layer_norm(name: str, x: jax.Array) -> jax.Array:
     return hk.LayerNorm(-1, create_scale=True, create_offset=True, name=f"{name}_ln")(x)
 
 
-def _dense_ln_relu(width: int, name: str, x: jax.Array) -> jax.Array:
-    return jax.nn.relu(_layer_norm(name, hk.Linear(width, name=f"{name}_dense")(x)))
+def _ln_relu(name: str, x: jax.Array, layer_norm: bool) -> jax.Array:
+    return jax.nn.relu(_layer_norm(name, x) if layer_norm else x)
 
 
-def _first_layer(width: int, form: str, obs: jax.Array, action: jax.Array) -> jax.Array:
+def _first_layer(
+    width: int, form: str, obs: jax.Array, action: jax.Array, layer_norm: bool
+) -> jax.Array:
     """Layer 0 with the action's re-entry: official ReLU(LN([Dense([s, a]), a])); late_action
     [ReLU(LN(Dense(s))), a]."""
     if form == "official":
         x = hk.Linear(width, name="layer_0_dense")(jnp.concatenate([obs, action], axis=-1))
-        x = jnp.concatenate([x, action], axis=-1)
-        return jax.nn.relu(_layer_norm("layer_0", x))
-    return jnp.concatenate([_dense_ln_relu(width, "layer_0", obs), action], axis=-1)
+        return _ln_relu("layer_0", jnp.concatenate([x, action], axis=-1), layer_norm)
+    x = _ln_relu("layer_0", hk.Linear(width, name="layer_0_dense")(obs), layer_norm)
+    return jnp.concatenate([x, action], axis=-1)
 
 
 def critics(
-    hidden: Sequence[int], num_critics: int = NUM_CRITICS, form: str = "official"
+    hidden: Sequence[int],
+    num_critics: int = NUM_CRITICS,
+    form: str = "official",
+    layer_norm: bool = True,
 ) -> hk.Transformed:
-    """(obs [B, obs_dim], action [B, act_dim]) -> Q [B, num_critics], parameters stacked."""
+    """(obs [B, obs_dim], action [B, act_dim]) -> Q [B, num_critics], parameters stacked.
+    `layer_norm=False` drops every LayerNorm (not GEM's critic: benchmarks/critic_step.py uses
+    it to price the LayerNorms)."""
 
     def one_critic(obs: jax.Array, action: jax.Array) -> jax.Array:
-        x = _first_layer(hidden[0], form, obs, action)
+        x = _first_layer(hidden[0], form, obs, action, layer_norm)
         for i, width in enumerate(hidden[1:], start=1):
-            x = _dense_ln_relu(width, f"layer_{i}", x)
+            x = _ln_relu(f"layer_{i}", hk.Linear(width, name=f"layer_{i}_dense")(x), layer_norm)
         return hk.Linear(1, name="out")(x)
 
     single = hk.without_apply_rng(hk.transform(one_critic))

@@ -218,6 +218,10 @@ class LEQPixelsAgent(Agent):
         print(f"filtering the dataset's {rows} rows with the frozen world model", flush=True)
         return build_latent_cache(self.world, state.world, replay.data, key)
 
+    def phase_data_key(self, phase: str) -> str:
+        """The warm start and the LEQ phase read one latent cache (the model is frozen in both)."""
+        return "latent_cache" if phase in (WARM, LEQ) else phase
+
     def trained_world_model(self, state: LEQPixelsState) -> tuple | None:
         return (self.world, state.world) if self.model_steps else None
 

@@ -214,13 +214,15 @@ class Loop:
 
     def _phase_data(self, phase: str, run: RunState) -> Any:
         """Agent.phase_data of `phase`, built at the phase's first chunk in this process and
-        kept while the phase lasts (vmapped seeds read the replay)."""
-        if self._phase_cache[0] != phase:
+        kept while the phase, and the following phases with its `phase_data_key`, last
+        (vmapped seeds read the replay)."""
+        data_key = self.agent.phase_data_key(phase)
+        if self._phase_cache[0] != data_key:
             data = None
             if not self.stacked:
                 key = jax.random.fold_in(run.rng, PHASE_DATA_SALT)
                 data = self.agent.phase_data(phase, run.agent, self.replay, key)
-            self._phase_cache = (phase, data)
+            self._phase_cache = (data_key, data)
         return self._phase_cache[1]
 
     def _host_feed(self, replay: replay_lib.HostReplay, first: int):
