@@ -2,7 +2,10 @@
 
 import sys
 
-from agent.runner.cli import main
+from agent.allocator import restart_with_huge_pages
 
 if __name__ == "__main__":
+    restart_with_huge_pages()
+    from agent.runner.cli import main
+
     sys.exit(main())

@@ -51,6 +51,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.allocator import restart_with_huge_pages  # noqa: E402
+
+if __name__ == "__main__":
+    restart_with_huge_pages()  # before JAX loads: as run.py trains
+
 import jax  # noqa: E402
 
 from agent.config import load_config  # noqa: E402
