@@ -37,6 +37,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import envs  # noqa: E402
+from agent.allocator import restart_with_huge_pages  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.gem import networks as gem_networks  # noqa: E402
 from agent.networks import critics as td3_critics  # noqa: E402
@@ -147,4 +148,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as run.py trains (agent/allocator.py)
     main()

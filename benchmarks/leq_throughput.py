@@ -47,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from agent.allocator import restart_with_huge_pages  # noqa: E402
 from agent.leq import update as update_lib  # noqa: E402
 from agent.world_model import EnsembleConfig, EnsembleWorldModel  # noqa: E402
 from benchmarks.matmul_peak import SHAPES, matmul_rates  # noqa: E402
@@ -277,4 +278,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as run.py trains (agent/allocator.py)
     main()

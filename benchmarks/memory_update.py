@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent import memory  # noqa: E402
+from agent.allocator import restart_with_huge_pages  # noqa: E402
 from agent.gem.networks import critics  # noqa: E402
 from agent.losses import smoothed_target_actions  # noqa: E402
 from agent.networks import deterministic_actor  # noqa: E402
@@ -239,4 +240,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as run.py trains (agent/allocator.py)
     main()

@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import envs  # noqa: E402
 from agent import replay as replay_lib  # noqa: E402
+from agent.allocator import restart_with_huge_pages  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.methods import agent_class  # noqa: E402
 from agent.programs import Programs  # noqa: E402
@@ -197,4 +198,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as run.py trains (agent/allocator.py)
     main()

@@ -34,6 +34,8 @@ from leq_throughput import (  # noqa: E402  (sibling benchmark module)
     make_update,
 )
 
+from agent.allocator import restart_with_huge_pages  # noqa: E402
+
 OFFICIAL_STEPS = 1_400_000
 
 
@@ -94,4 +96,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as run.py trains (agent/allocator.py)
     main()
