@@ -167,8 +167,9 @@ class Agent(abc.ABC):
 
     def phase_data(self, phase: str, state: State, replay: Any, key: jax.Array) -> Any:
         """Device data that `phase`'s steps read instead of the replay, built once when the
-        phase starts (and again on resuming inside it), so it must be a function of (state,
-        replay, key): e.g. the dataset's latents under a frozen model. None: the replay."""
+        first of the consecutive phases sharing its `phase_data_key` starts (and again on
+        resuming inside any of them), so it must be a function of (state, replay, key): e.g.
+        the dataset's latents under a frozen model. None: the replay."""
         return None
 
     def phase_data_key(self, phase: str) -> str:

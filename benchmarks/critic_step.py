@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import haiku as hk
 import jax
@@ -47,7 +47,7 @@ from agent.runner.sources import task_spec  # noqa: E402
 from benchmarks.matmul_peak import SHAPES, matmul_gflops  # noqa: E402
 
 
-def stacked_td3_critics(hidden, count: int = 2) -> hk.Transformed:
+def stacked_td3_critics(hidden: Sequence[int], count: int = 2) -> hk.Transformed:
     """TD3's twins with parameters stacked on a leading axis and applied with one vmap."""
     separate = td3_critics(hidden, count)
     single = hk.without_apply_rng(
@@ -78,7 +78,9 @@ def variants(task: str) -> dict[str, tuple[hk.Transformed, int]]:
     }
 
 
-def critic_program(net: hk.Transformed, batch: int, steps: int, obs_dim: int, act_dim: int):
+def critic_program(
+    net: hk.Transformed, batch: int, steps: int, obs_dim: int, act_dim: int
+) -> tuple[Callable, tuple, float]:
     """-> (jitted scan of `steps` Adam steps, its arguments, one step's FLOPs)."""
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     obs = jax.random.normal(keys[0], (steps, batch, obs_dim))
@@ -107,7 +109,7 @@ def critic_program(net: hk.Transformed, batch: int, steps: int, obs_dim: int, ac
     return jax.jit(run), (carry, data), float(cost["flops"])
 
 
-def timed(fn: Callable, args) -> float:
+def timed(fn: Callable, args: tuple) -> float:
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     return time.perf_counter() - start
@@ -148,5 +150,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    restart_with_huge_pages()  # as run.py trains (agent/allocator.py)
+    restart_with_huge_pages(__file__)  # as run.py trains (agent/allocator.py)
     main()

@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from agent.allocator import restart_with_huge_pages  # noqa: E402
 
 if __name__ == "__main__":
-    restart_with_huge_pages()  # before JAX loads: as run.py trains
+    restart_with_huge_pages(__file__)  # before JAX loads: as run.py trains
 
 import jax  # noqa: E402
 

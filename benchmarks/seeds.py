@@ -96,5 +96,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    restart_with_huge_pages()  # as run.py trains (agent/allocator.py)
+    restart_with_huge_pages(__file__)  # as run.py trains (agent/allocator.py)
     main()

@@ -210,8 +210,8 @@ class LEQPixelsAgent(Agent):
         return self.host_loop_chunks and not (phase != MODEL and self.starts == "episodes")
 
     def phase_data(self, phase: str, state: LEQPixelsState, replay: Any, key: jax.Array):
-        """The LEQ phase's latent cache (starts: episodes): every episode filtered once by the
-        frozen world model (latent_cache.py); None otherwise."""
+        """The warm start's and the LEQ phase's latent cache (starts: episodes): every episode
+        filtered once by the frozen world model (latent_cache.py); None otherwise."""
         if phase == MODEL or self.starts != "episodes":
             return None
         rows = len(replay.data["episode_ends"])
