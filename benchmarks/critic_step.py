@@ -28,16 +28,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agent.allocator import restart_with_huge_pages  # noqa: E402
+
+if __name__ == "__main__":
+    restart_with_huge_pages(__file__)  # before JAX loads: as run.py trains
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import envs  # noqa: E402
-from agent.allocator import restart_with_huge_pages  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.gem import networks as gem_networks  # noqa: E402
 from agent.networks import critics as td3_critics  # noqa: E402
@@ -150,5 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    restart_with_huge_pages(__file__)  # as run.py trains (agent/allocator.py)
     main()

@@ -41,13 +41,17 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agent.allocator import restart_with_huge_pages  # noqa: E402
+
+if __name__ == "__main__":
+    restart_with_huge_pages(__file__)  # before JAX loads: as run.py trains
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from agent.allocator import restart_with_huge_pages  # noqa: E402
 from agent.leq import update as update_lib  # noqa: E402
 from agent.world_model import EnsembleConfig, EnsembleWorldModel  # noqa: E402
 from benchmarks.matmul_peak import SHAPES, matmul_rates  # noqa: E402
@@ -278,5 +282,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    restart_with_huge_pages(__file__)  # as run.py trains (agent/allocator.py)
     main()

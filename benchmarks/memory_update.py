@@ -28,14 +28,18 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agent.allocator import restart_with_huge_pages  # noqa: E402
+
+if __name__ == "__main__":
+    restart_with_huge_pages(__file__)  # before JAX loads: as run.py trains
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from agent import memory  # noqa: E402
-from agent.allocator import restart_with_huge_pages  # noqa: E402
 from agent.gem.networks import critics  # noqa: E402
 from agent.losses import smoothed_target_actions  # noqa: E402
 from agent.networks import deterministic_actor  # noqa: E402
@@ -240,5 +244,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    restart_with_huge_pages(__file__)  # as run.py trains (agent/allocator.py)
     main()

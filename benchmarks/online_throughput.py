@@ -32,14 +32,18 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agent.allocator import restart_with_huge_pages  # noqa: E402
+
+if __name__ == "__main__":
+    restart_with_huge_pages(__file__)  # before JAX loads: as run.py trains
+
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import envs  # noqa: E402
 from agent import replay as replay_lib  # noqa: E402
-from agent.allocator import restart_with_huge_pages  # noqa: E402
 from agent.config import load_config  # noqa: E402
 from agent.methods import agent_class  # noqa: E402
 from agent.programs import Programs  # noqa: E402
@@ -198,5 +202,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    restart_with_huge_pages(__file__)  # as run.py trains (agent/allocator.py)
     main()

@@ -20,6 +20,13 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agent.allocator import restart_with_huge_pages  # noqa: E402
+
+if __name__ == "__main__":
+    restart_with_huge_pages(__file__)  # before JAX loads: as run.py trains
+
 import jax
 import jax.numpy as jnp
 
@@ -33,8 +40,6 @@ from leq_throughput import (  # noqa: E402  (sibling benchmark module)
     make_pool,
     make_update,
 )
-
-from agent.allocator import restart_with_huge_pages  # noqa: E402
 
 OFFICIAL_STEPS = 1_400_000
 
@@ -96,5 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    restart_with_huge_pages(__file__)  # as run.py trains (agent/allocator.py)
     main()
