@@ -199,20 +199,24 @@ class LEQPixelsAgent(Agent):
     def batch_size(self, phase: str) -> int:
         return self.batch
 
+    def _reads_latent_cache(self, phase: str) -> bool:
+        """The warm start and the LEQ phase read the latent cache (starts: episodes)."""
+        return phase != MODEL and self.starts == "episodes"
+
     def host_batch(self, phase: str, replay: Any, rng: np.random.Generator) -> dict:
-        if phase != MODEL and self.starts == "episodes":
+        if self._reads_latent_cache(phase):
             return {}  # the warm start and the LEQ phase read the latent cache (phase_data)
         rows = self.rows if phase == MODEL else None  # the actor-critic may read every row
         return replay.sample_windows(rng, self.batch, self.length, rows=rows)
 
     def loops_on_host(self, phase: str) -> bool:
         # the cached LEQ phase runs no convolution: its chunks scan on the device
-        return self.host_loop_chunks and not (phase != MODEL and self.starts == "episodes")
+        return self.host_loop_chunks and not self._reads_latent_cache(phase)
 
     def phase_data(self, phase: str, state: LEQPixelsState, replay: Any, key: jax.Array):
         """The warm start's and the LEQ phase's latent cache (starts: episodes): every episode
         filtered once by the frozen world model (latent_cache.py); None otherwise."""
-        if phase == MODEL or self.starts != "episodes":
+        if not self._reads_latent_cache(phase):
             return None
         rows = len(replay.data["episode_ends"])
         print(f"filtering the dataset's {rows} rows with the frozen world model", flush=True)
