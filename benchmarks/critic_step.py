@@ -48,7 +48,7 @@ from agent.networks import critics as td3_critics  # noqa: E402
 from agent.networks import mlp  # noqa: E402
 from agent.optimizers import apply_gradients  # noqa: E402
 from agent.runner.sources import task_spec  # noqa: E402
-from benchmarks.matmul_peak import SHAPES, matmul_gflops  # noqa: E402
+from benchmarks.matmul_peak import peak_gflops  # noqa: E402
 
 
 def stacked_td3_critics(hidden: Sequence[int], count: int = 2) -> hk.Transformed:
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     spec = task_spec(envs.get_task(args.task))
-    peak = max(matmul_gflops(*SHAPES["square_2048"]), matmul_gflops(256, 256, 200))
+    peak, _ = peak_gflops()
     programs = {
         name: critic_program(net, batch, args.steps, spec.flat_obs_dim, spec.act_dim)
         for name, (net, batch) in variants(args.task).items()

@@ -46,6 +46,13 @@ def matmul_gflops(rows: int, inner: int, chain: int, repeats: int = 10) -> float
     return 2 * rows * inner**2 * chain / best / 1e9
 
 
+def peak_gflops() -> tuple[float, dict[str, float]]:
+    """(this machine's float32 matmul peak now, the rates it is the best of): the faster of a
+    large square product chain (the hardware's rate) and the updates' [256, 256] one."""
+    rates = {name: matmul_gflops(*SHAPES[name]) for name in ("square_2048", "rows_256_by_256")}
+    return max(rates.values()), rates
+
+
 def matmul_rates(shapes: dict[str, tuple[int, int, int]] | None = None) -> dict[str, float]:
     """GFLOP/s of each named shape (SHAPES by default), rounded to 0.1."""
     shapes = SHAPES if shapes is None else shapes

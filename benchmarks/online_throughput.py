@@ -50,7 +50,7 @@ from agent.programs import Programs  # noqa: E402
 from agent.runner.build import new_counters  # noqa: E402
 from agent.runner.collector import Collector  # noqa: E402
 from agent.runner.sources import EpisodeRunner, online_context, task_spec  # noqa: E402
-from benchmarks.matmul_peak import SHAPES, matmul_gflops  # noqa: E402
+from benchmarks.matmul_peak import peak_gflops  # noqa: E402
 
 # name: (method, overrides)
 VARIANTS = {
@@ -155,10 +155,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=10, help="chunks per method per round")
     parser.add_argument("--quick", action="store_true", help="debug sizes (smoke run)")
     args = parser.parse_args()
-    # first, before the replays fill memory: a large square product (the hardware's rate) and
-    # the updates' dominant [256, 256] one; the peak is the faster of the two
-    square, rows_256 = matmul_gflops(*SHAPES["square_2048"]), matmul_gflops(256, 256, 200)
-    peak = max(square, rows_256)
+    peak, rates = peak_gflops()  # first, before the replays fill memory
     setups = {
         name: Setup(method, overrides, args.task, args.quick)
         for name, (method, overrides) in VARIANTS.items()
@@ -197,7 +194,7 @@ def main() -> None:
             out[name]["learning_gflops_achieved"] / td3["learning_gflops_achieved"]
         )
     out["matmul_peak_gflops"] = peak
-    out["matmul_gflops"] = {"square_2048": square, "rows_256_by_256": rows_256}
+    out["matmul_gflops"] = rates
     print(json.dumps(out, indent=1))
 
 

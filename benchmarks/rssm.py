@@ -62,7 +62,7 @@ from agent.config import load_config  # noqa: E402
 from agent.world_model.rssm import RssmWorldModel  # noqa: E402
 from agent.world_model.rssm_config import rssm_config  # noqa: E402
 from agent.world_model.rssm_training import init_rssm_training, rssm_update  # noqa: E402
-from benchmarks.matmul_peak import SHAPES, matmul_gflops  # noqa: E402
+from benchmarks.matmul_peak import peak_gflops  # noqa: E402
 
 SIZES = {"cpu": [], "pixels_cpu": ["leq_pixels_cpu"], "dmc_vision": ["rssm_dmc_vision"]}
 DEFAULT_SIZES = ("cpu", "pixels_cpu")
@@ -262,9 +262,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     # first, before the models take memory: the float32 matrix-product rate of this machine now
-    square = matmul_gflops(*SHAPES["square_2048"])
-    rows_256 = matmul_gflops(*SHAPES["rows_256_by_256"])
-    peak = max(square, rows_256)
+    peak, rates = peak_gflops()
     out = {
         "device": str(jax.devices()[0]),
         "cpu_count": os.cpu_count(),
@@ -272,7 +270,7 @@ def main() -> None:
         # glibc.malloc.hugetlb=1 backs XLA's large buffers with huge pages (fewer page faults)
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "matmul_peak_gflops": peak,
-        "matmul_gflops": {"square_2048": square, "rows_256_by_256": rows_256},
+        "matmul_gflops": rates,
         **{size: measure(size, args, peak) for size in args.sizes},
         "load_average_at_end": os.getloadavg()[0],
     }
